@@ -1,0 +1,54 @@
+"""The serving layer's one outward seam: observers told about every finished API request.
+
+The OpenAI handlers build a ``FinishedRequest`` when a completion or chat request ends (streamed or not,
+successful or not) and hand it to each registered ``RequestObserver``. Observers must return at once
+(queue the record, never do I/O inline): they run on the event loop in the request path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class FinishedRequest:
+    """What the server knows about one finished completion or chat request."""
+
+    response_id: str
+    """The id the client saw (``cmpl-...`` or ``chatcmpl-...``)."""
+    endpoint: str
+    """``/v1/completions`` or ``/v1/chat/completions``."""
+    model: str
+    prompt: str | None
+    """The prompt text (completions) or the rendered chat prompt (chat)."""
+    messages: list[dict[str, Any]] | None
+    """The chat messages as sent, None for completions."""
+    completion_texts: list[str]
+    """One text per choice."""
+    completion_token_ids: list[list[int]]
+    finish_reasons: list[str | None]
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    total_s: float
+    weight_version: int
+    """The weight version of the engine when the request finished."""
+    sampling_params: dict[str, Any]
+    stream: bool
+    status_code: int = 200
+    error: str | None = None
+    api_key_hash: str | None = None
+    """sha256 hex of the bearer token, never the token itself."""
+    hidden_states: list[Any] | None = None
+    """Per choice, projected final hidden states of the generated tokens, when the engine was asked for them."""
+    created: float = field(default_factory=time.time)
+
+
+class RequestObserver(Protocol):
+    """Anything that wants to hear about finished requests."""
+
+    def on_request_finished(self, request: FinishedRequest) -> None:
+        """Called on the event loop; must not block."""
+        ...
