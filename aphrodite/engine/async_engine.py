@@ -1,0 +1,125 @@
+"""Runs the engine loop on its own thread and gives each request an async stream of outputs.
+
+The event loop never runs model code: requests and aborts go to the engine through its safe-point inbox;
+outputs come back with one ``call_soon_threadsafe`` per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import AsyncIterator, Callable, TypeVar
+
+from aphrodite.engine.llm_engine import LLMEngine
+from aphrodite.engine.outputs import RequestOutput
+from aphrodite.engine.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class EngineDeadError(RuntimeError):
+    """The engine loop stopped; no further requests can be served."""
+
+
+class AsyncEngine:
+    """An ``LLMEngine`` driven by a background thread, with per-request async output streams."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._streams: dict[str, asyncio.Queue] = {}
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.errored: BaseException | None = None
+
+    # the narrow surface the serving and learning layers use
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    @property
+    def weight_version(self) -> int:
+        return self.engine.weight_version
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.errored is None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="aphrodite-engine", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                if not self.engine.has_pending_work():
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                outputs = self.engine.step()
+                if outputs:
+                    self._loop.call_soon_threadsafe(self._dispatch, outputs)
+        except BaseException as e:  # noqa: BLE001 - reported to every waiting stream
+            logger.exception("engine loop died")
+            self.errored = e
+            self._loop.call_soon_threadsafe(self._fail_all, e)
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            q = self._streams.get(out.request_id)
+            if q is not None:
+                q.put_nowait(out)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for q in self._streams.values():
+            q.put_nowait(EngineDeadError(str(error)))
+
+    async def run_at_safe_point(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the engine thread between two steps and await its result."""
+        fut = self.engine.call_at_safe_point(fn)
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str) -> AsyncIterator[RequestOutput]:
+        """Stream a request's outputs; leaving the iteration early (client gone) aborts it at once."""
+        if self.errored is not None:
+            raise EngineDeadError(str(self.errored))
+        params = self.engine.validate_request(prompt_token_ids, params)
+        q: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = q
+        self.engine.call_at_safe_point(lambda: self.engine.add_request(request_id, prompt_token_ids, params))
+        self._wake.set()
+        finished = False
+        try:
+            while True:
+                out = await q.get()
+                if isinstance(out, BaseException):
+                    raise out
+                finished = out.finished
+                yield out
+                if finished:
+                    return
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                self.engine.abort_request(request_id)
+                self._wake.set()

@@ -1,0 +1,57 @@
+"""Engine configuration: one dataclass per concern, each field documented; CLI flags come from these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ModelLoadConfig:
+    """Which checkpoint to serve, where, and how."""
+
+    model: str | None = None
+    """Hugging Face-layout checkpoint directory. None serves the built-in model."""
+    served_model_name: str | None = None
+    """The model name clients use in requests (default: the directory's name)."""
+    dtype: str = "auto"
+    """Weight and activation dtype: auto, float32, bfloat16 or float16."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    max_model_len: int | None = None
+    """Longest prompt + completion in tokens (default: the model's max_position_embeddings)."""
+    seed: int = 0
+    """Seed for unseeded sampling and for the hidden-state projection."""
+    hidden_state_dim: int = 64
+    """Size that final hidden states are projected to when a request asks for them (0: no projection)."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("max_model_len must be positive")
+        if self.hidden_state_dim < 0:
+            raise ValueError("hidden_state_dim must be >= 0")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is available")
+        return device
+
+
+@dataclass
+class CacheConfig:
+    """The paged KV cache."""
+
+    block_size: int = 16
+    """Tokens per KV-cache block."""
+    kv_cache_space_gb: float = 1.0
+    """Memory budget for the KV cache in GiB; the cache never grows past it."""
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError("block_size must be positive")
+        if self.kv_cache_space_gb <= 0:
+            raise ValueError("kv_cache_space_gb must be positive")

@@ -1,0 +1,212 @@
+"""The engine: one step = schedule -> execute -> process outputs -> safe point.
+
+The safe point is the only place where work from outside the step happens: queued request additions,
+aborts, registered between-step callbacks and one-shot calls (weight swaps, cache resets). Nothing there
+can run in the middle of a forward pass, because the step itself runs them, after the pass.
+Other threads hand work in through ``call_at_safe_point`` and ``abort_request``, which are thread-safe;
+everything else belongs to the thread that calls ``step``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from aphrodite.engine.block_manager import BlockManager
+from aphrodite.engine.config import CacheConfig, ModelLoadConfig
+from aphrodite.engine.metrics import EngineMetrics
+from aphrodite.engine.model_runner import ModelRunner, StepResult, kv_bytes_per_token
+from aphrodite.engine.outputs import RequestOutput, append_token, make_output
+from aphrodite.engine.sampling_params import SamplingParams
+from aphrodite.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from aphrodite.engine.sequence import Sequence
+from aphrodite.modeling.loader import load_model
+from aphrodite.modeling.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RequestRejected(ValueError):
+    """The request can never run on this engine (e.g. longer than the context); ``param`` names the cause."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def builtin_model_dir() -> Path:
+    """The checkpoint shipped inside the package, served when no model is named."""
+    import aphrodite.modeling.builtin as builtin
+
+    return Path(builtin.__file__).parent / "checkpoint"
+
+
+class LLMEngine:
+    """Continuous-batching generation over a paged KV cache."""
+
+    def __init__(self, load: ModelLoadConfig, cache: CacheConfig | None = None,
+                 sched: SchedulerConfig | None = None, registry: CollectorRegistry | None = None) -> None:
+        cache = cache or CacheConfig()
+        sched = sched or SchedulerConfig()
+        self.model_dir = Path(load.model) if load.model else builtin_model_dir()
+        self.model_name = load.served_model_name or (
+            "aphrodite-builtin" if load.model is None else self.model_dir.resolve().name)
+        torch.manual_seed(load.seed)
+        self.tokenizer = Tokenizer(self.model_dir)
+        self.model = load_model(self.model_dir, load.dtype, load.resolved_device())
+        cfg = self.model.config
+        self.max_model_len = load.max_model_len or cfg.max_position_embeddings
+        if self.max_model_len > cfg.max_position_embeddings:
+            raise ValueError(f"max_model_len {self.max_model_len} exceeds the model's "
+                             f"max_position_embeddings {cfg.max_position_embeddings}")
+        self.blocks = BlockManager(self._num_blocks(cache, sched), cache.block_size)
+        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, self.max_model_len)
+        self.scheduler = Scheduler(sched, self.blocks)
+        self.runner = ModelRunner(self.model, self.blocks, load.hidden_state_dim or None, load.seed)
+        self.eos_ids = set(cfg.eos_token_ids) | (
+            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
+        self.metrics = EngineMetrics(registry, self.model_name) if registry is not None else None
+        self.weight_version = 0
+        self._seqs: dict[str, Sequence] = {}
+        self._inbox: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()
+        self._step_callbacks: list[Callable[["LLMEngine"], None]] = []
+
+    def _num_blocks(self, cache: CacheConfig, sched: SchedulerConfig) -> int:
+        per_block = kv_bytes_per_token(self.model) * cache.block_size
+        budget = int(cache.kv_cache_space_gb * 2**30) // per_block
+        per_seq = -(-self.max_model_len // cache.block_size)
+        num_blocks = min(budget, sched.max_num_seqs * per_seq + 2)
+        if num_blocks < per_seq + 2:
+            raise ValueError(f"kv_cache_space_gb={cache.kv_cache_space_gb} holds {budget} blocks, too few for one "
+                             f"sequence of max_model_len={self.max_model_len}; raise it or lower max_model_len")
+        return num_blocks
+
+    # ---- requests -------------------------------------------------------------------------------------
+    def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> SamplingParams:
+        """Check a request against this engine's limits; returns params with max_tokens resolved."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise RequestRejected("The prompt is empty.", "prompt")
+        if any(t < 0 or t >= self.model.config.vocab_size for t in prompt_token_ids):
+            raise RequestRejected("The prompt contains token ids outside the vocabulary.", "prompt")
+        if n >= self.max_model_len and not (params.max_tokens == 0 and n == self.max_model_len):
+            raise RequestRejected(f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                                  f"your prompt has {n} tokens. Please shorten it.", "prompt")
+        if params.max_tokens is None:
+            params.max_tokens = self.max_model_len - n
+        elif n + params.max_tokens > self.max_model_len:
+            raise RequestRejected(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                                  f"requested {n + params.max_tokens} tokens ({n} in the prompt, "
+                                  f"{params.max_tokens} for the completion).", "max_tokens")
+        return params
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Queue a request (call from the stepping thread, or through ``call_at_safe_point``)."""
+        if request_id in self._seqs:
+            raise RequestRejected(f"request id {request_id} is already running")
+        params = self.validate_request(prompt_token_ids, params)
+        seq = Sequence(request_id, list(prompt_token_ids), params,
+                       self.tokenizer.decode_stream(params.skip_special_tokens))
+        self._seqs[request_id] = seq
+        self.scheduler.add(seq)
+
+    def abort_request(self, request_id: str) -> None:
+        """Thread-safe: the request's resources are freed at the next safe point."""
+        self.call_at_safe_point(lambda: self._abort(request_id))
+
+    def _abort(self, request_id: str) -> None:
+        seq = self._seqs.pop(request_id, None)
+        if seq is not None:
+            self.scheduler.finish(seq)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def has_pending_work(self) -> bool:
+        return self.scheduler.has_unfinished() or not self._inbox.empty()
+
+    # ---- the safe point -------------------------------------------------------------------------------
+    def call_at_safe_point(self, fn: Callable[[], T]) -> "Future[T]":
+        """Thread-safe: run ``fn`` between two steps, never during a forward pass; its result in the future."""
+        fut: Future[T] = Future()
+        self._inbox.put((fn, fut))
+        return fut
+
+    def add_step_callback(self, fn: Callable[["LLMEngine"], None]) -> None:
+        """Run ``fn(engine)`` at every safe point (keep it short: it delays the next step)."""
+        self._step_callbacks.append(fn)
+
+    def _safe_point(self) -> None:
+        while True:
+            try:
+                fn, fut = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(e)
+        for cb in self._step_callbacks:
+            try:
+                cb(self)
+            except Exception:
+                logger.exception("step callback failed")
+
+    # ---- the step -------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        outputs: list[RequestOutput] = []
+        preempted_before = self.scheduler.num_preemptions
+        if not sched.is_empty:
+            result = self.runner.execute(sched.seqs, sched.is_prefill)
+            outputs = self._process_outputs(sched, result)
+        if self.metrics is not None:
+            prompt_tokens = sum(s.num_tokens for s in sched.seqs) if sched.is_prefill else 0
+            used = 1 - self.blocks.num_free_blocks / max(1, self.blocks.num_blocks - 1)
+            self.metrics.observe_step(len(self.scheduler.running), len(self.scheduler.waiting), used,
+                                      prompt_tokens, outputs, self.scheduler.num_preemptions - preempted_before)
+        self._safe_point()
+        return outputs
+
+    def _process_outputs(self, sched: SchedulerOutput, result: StepResult) -> list[RequestOutput]:
+        outputs = []
+        samples = result.samples
+        for i, seq in enumerate(sched.seqs):
+            if i in result.prompt_logprobs:
+                seq.prompt_logprobs = result.prompt_logprobs[i]
+            if sched.is_prefill and seq.params.max_tokens == 0:
+                seq.finish_reason = "length"  # scoring only: the prompt's log-probabilities are the answer
+            else:
+                lp = samples.logprobs[i] if samples.logprobs is not None else None
+                append_token(seq, samples.token_ids[i], lp, samples.top_logprobs[i], self.eos_ids,
+                             self.max_model_len)
+                if i in result.hidden_states and seq.hidden_states is not None:
+                    seq.hidden_states.append(result.hidden_states[i])
+            outputs.append(make_output(seq, self.weight_version))
+            if seq.finish_reason is not None:
+                self.scheduler.finish(seq)
+                self._seqs.pop(seq.request_id, None)
+        return outputs
+
+    # ---- offline convenience ------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[RequestOutput]:
+        """Run prompts to completion (offline use, tests, benchmarks); results in prompt order."""
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [f"offline-{i}" for i in range(len(prompts))]
+        for rid, prompt, p in zip(ids, prompts, plist):
+            self.add_request(rid, prompt, SamplingParams(**vars(p)))
+        final: dict[str, RequestOutput] = {}
+        while self.has_unfinished_requests():
+            for out in self.step():
+                if out.finished:
+                    final[out.request_id] = out
+        return [final[rid] for rid in ids]
