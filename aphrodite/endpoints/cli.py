@@ -1,0 +1,23 @@
+"""The ``aphrodite`` command: ``aphrodite run [MODEL] [flags]`` starts the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: aphrodite run [MODEL] [flags]   (aphrodite run --help lists the flags)")
+        sys.exit(0 if argv else 2)
+    if argv[0] != "run":
+        print(f"aphrodite: unknown command {argv[0]!r}; the command is 'run'", file=sys.stderr)
+        sys.exit(2)
+    from aphrodite.endpoints.cli_args import parse_args
+    from aphrodite.endpoints.openai.api_server import run_server
+
+    run_server(parse_args(argv[1:], positional_model=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The OpenAI-compatible HTTP server: ``python -m aphrodite.endpoints.openai.api_server --model DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import logging
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from aphrodite.continuous_learning.config import learning_config_from_args
+from aphrodite.endpoints.cli_args import configs_from_args, parse_args
+from aphrodite.endpoints.openai.errors import APIError, install_error_handlers
+from aphrodite.endpoints.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from aphrodite.endpoints.openai.serving_chat import OpenAIServingChat
+from aphrodite.endpoints.openai.serving_completions import OpenAIServingCompletion
+from aphrodite.engine.async_engine import AsyncEngine
+from aphrodite.engine.llm_engine import LLMEngine
+
+logger = logging.getLogger("aphrodite.server")
+
+
+def build_app(args: argparse.Namespace) -> FastAPI:
+    """Load the model, build the engine and return the app (the engine loop starts with the app)."""
+    server_cfg, load_cfg, cache_cfg, sched_cfg = configs_from_args(args)
+    learning_cfg = learning_config_from_args(args)
+    registry = CollectorRegistry()
+    engine = AsyncEngine(LLMEngine(load_cfg, cache_cfg, sched_cfg, registry=registry))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        for part in app.state.lifecycle:
+            await part.start()
+        try:
+            yield
+        finally:
+            for part in reversed(app.state.lifecycle):
+                await part.stop()
+            await engine.shutdown()
+
+    app = FastAPI(title="Aphrodite Echo", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.request_observers = []
+    app.state.metrics_registry = registry
+    app.state.lifecycle = []
+    install_error_handlers(app)
+    _add_routes(app, engine)
+    if server_cfg.api_key:
+        _require_api_key(app, server_cfg.api_key)
+    if learning_cfg is not None:
+        from aphrodite.endpoints.openai.continuous_learning_routes import attach_continuous_learning
+
+        attach_continuous_learning(app, engine, learning_cfg)
+    return app
+
+
+def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
+    completions = OpenAIServingCompletion(engine, app.state.request_observers)
+    chat = OpenAIServingChat(engine, app.state.request_observers)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if not engine.is_running:
+            raise APIError("The engine is not running.", 503)
+        return Response(status_code=200)
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        card = ModelCard(id=engine.model_name, root=str(engine.engine.model_dir), max_model_len=engine.max_model_len)
+        return JSONResponse(ModelList(data=[card]).model_dump())
+
+    @app.post("/v1/completions")
+    async def create_completion(req: CompletionRequest, raw: Request):
+        return await completions.create(req, raw)
+
+    @app.post("/v1/chat/completions")
+    async def create_chat_completion(req: ChatCompletionRequest, raw: Request):
+        return await chat.create(req, raw)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _require_api_key(app: FastAPI, key: str) -> None:
+    expected = f"Bearer {key}".encode()
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        if request.url.path.startswith("/v1") and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), expected):
+            return APIError("Invalid or missing API key.", 401, code="invalid_api_key").response()
+        return await call_next(request)
+
+
+def run_server(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(asctime)s %(name)s: %(message)s")
+    app = build_app(args)
+    logger.info("serving %s on http://%s:%d", app.state.engine.model_name, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_server(parse_args(argv, prog="python -m aphrodite.endpoints.openai.api_server"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""``POST /v1/completions``: text in, text out, streamed or not; ``echo`` + ``logprobs`` scores a text."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from aphrodite.endpoints.openai.errors import APIError
+from aphrodite.endpoints.openai.protocol import (CompletionChoice, CompletionLogProbs, CompletionRequest,
+                                                 CompletionResponse, UsageInfo, random_id)
+from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
+                                                       api_key_hash, prompt_token_count, until_disconnect)
+from aphrodite.engine.outputs import RequestOutput
+from aphrodite.engine.sequence import TopLogprobs
+
+
+class OpenAIServingCompletion(OpenAIServing):
+    """Handler of the completions endpoint."""
+
+    endpoint = "/v1/completions"
+
+    async def create(self, req: CompletionRequest, raw: Request):
+        self.check_model(req.model)
+        trace = RequestTrace(random_id("cmpl"), self.endpoint, req.stream, api_key_hash(raw))
+        tok = self.engine.tokenizer
+        try:
+            params = req.to_sampling_params()
+            prompts = [tok.encode(p) if isinstance(p, str) else p for p in req.prompts()]
+            subs = self.build_subrequests(prompts, params)
+        except Exception as e:
+            raise api_error_from(e) from e
+        prompt_text = "\n".join(p if isinstance(p, str) else tok.decode(p) for p in req.prompts())
+        if req.stream:
+            return StreamingResponse(self._stream(req, subs, trace, prompt_text, params),
+                                     media_type="text/event-stream")
+        try:
+            await until_disconnect(raw, self.collect(subs, trace.response_id))
+        except Exception as e:
+            err = api_error_from(e)
+            self.notify(trace, subs, prompt_text, None, params, err.status, err.message)
+            raise err from e
+        self.notify(trace, subs, prompt_text, None, params)
+        choices = [self._choice(req, s, s.final) for s in subs]
+        completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
+        usage = _usage(prompt_token_count(subs), completion)
+        body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices, usage=usage)
+        return JSONResponse(body.model_dump())
+
+    def _choice(self, req: CompletionRequest, sub: SubRequest, out: RequestOutput) -> CompletionChoice:
+        comp = out.outputs[0]
+        text, logprobs = comp.text, None
+        if req.echo:
+            text = self.engine.tokenizer.decode(sub.prompt_ids) + text
+        if req.logprobs is not None:
+            logprobs = self._logprobs(sub, out, req.echo)
+        return CompletionChoice(index=sub.choice, text=text, logprobs=logprobs, finish_reason=comp.finish_reason,
+                                stop_reason=comp.stop_reason)
+
+    def _logprobs(self, sub: SubRequest, out: RequestOutput, echo: bool, start: int = 0,
+                  offset: int = 0) -> CompletionLogProbs:
+        """Per-token log-probabilities: prompt tokens first when ``echo``, then completion tokens from ``start``."""
+        tok = self.engine.tokenizer
+        entries: list[tuple[int, TopLogprobs | None]] = []
+        if echo and out.prompt_logprobs is not None:
+            entries += list(zip(sub.prompt_ids, out.prompt_logprobs))
+        comp = out.outputs[0]
+        entries += list(zip(comp.token_ids, comp.logprobs or []))[start:]
+        lp = CompletionLogProbs()
+        for token_id, top in entries:
+            piece = tok.decode([token_id], skip_special_tokens=False)
+            lp.tokens.append(piece)
+            lp.token_logprobs.append(None if top is None else top[token_id])
+            lp.top_logprobs.append(None if top is None else
+                                   {tok.decode([t], skip_special_tokens=False): v for t, v in top.items()})
+            lp.text_offset.append(offset)
+            offset += len(piece)
+        return lp
+
+    async def _stream(self, req: CompletionRequest, subs: list[SubRequest], trace: RequestTrace,
+                      prompt_text: str, params) -> AsyncIterator[str]:
+        created = int(time.time())
+        sent_text = {s.choice: 0 for s in subs}
+        sent_tokens = {s.choice: 0 for s in subs}
+        offsets = {s.choice: 0 for s in subs}
+        started: set[int] = set()
+        status, error = 200, None
+        try:
+            async for sub, out in self.stream_all(subs, trace.response_id):
+                comp = out.outputs[0]
+                first = sub.choice not in started
+                delta = comp.text[sent_text[sub.choice]:]
+                if req.echo and first:
+                    delta = self.engine.tokenizer.decode(sub.prompt_ids) + delta
+                if not delta and not out.finished and (req.logprobs is None or len(comp.token_ids) == sent_tokens[sub.choice]):
+                    continue
+                logprobs = None
+                if req.logprobs is not None:
+                    logprobs = self._logprobs(sub, out, req.echo and first, sent_tokens[sub.choice],
+                                              offsets[sub.choice])
+                    if logprobs.text_offset:
+                        offsets[sub.choice] = logprobs.text_offset[-1] + len(logprobs.tokens[-1])
+                started.add(sub.choice)
+                sent_text[sub.choice] = len(comp.text)
+                sent_tokens[sub.choice] = len(comp.token_ids)
+                choice = CompletionChoice(index=sub.choice, text=delta, logprobs=logprobs,
+                                          finish_reason=comp.finish_reason, stop_reason=comp.stop_reason)
+                chunk = CompletionResponse(id=trace.response_id, created=created, model=self.engine.model_name,
+                                           choices=[choice])
+                yield _sse(chunk.model_dump(exclude={"usage"}))
+            if req.stream_options and req.stream_options.include_usage:
+                completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
+                usage = _usage(prompt_token_count(subs), completion)
+                chunk = CompletionResponse(id=trace.response_id, created=created, model=self.engine.model_name,
+                                           choices=[], usage=usage)
+                yield _sse(chunk.model_dump())
+        except Exception as e:  # the status line is gone: report in-band, as OpenAI does
+            err = api_error_from(e)
+            status, error = err.status, err.message
+            yield _sse(err.body())
+        finally:
+            if status == 200 and any(s.final is None for s in subs):
+                status, error = 499, "client disconnected"
+            self.notify(trace, subs, prompt_text, None, params, status, error)
+        yield "data: [DONE]\n\n"
+
+
+def _usage(prompt: int, completion: int) -> UsageInfo:
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"

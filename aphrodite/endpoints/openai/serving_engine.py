@@ -1,0 +1,189 @@
+"""What the completion and chat handlers share: model check, validation, fan-out of n and batched prompts,
+merging of streams, client-disconnect handling, and telling observers about finished requests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, TypeVar
+
+from fastapi import Request
+
+from aphrodite.endpoints.hooks import FinishedRequest, RequestObserver
+from aphrodite.endpoints.openai.errors import APIError
+from aphrodite.engine.async_engine import AsyncEngine, EngineDeadError
+from aphrodite.engine.llm_engine import RequestRejected
+from aphrodite.engine.outputs import RequestOutput
+from aphrodite.engine.sampling_params import SamplingParams, SamplingParamsError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def api_error_from(exc: Exception) -> APIError:
+    """Map engine-side exceptions to the OpenAI error the client should see."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, SamplingParamsError):
+        return APIError(str(exc), 400, param=exc.param)
+    if isinstance(exc, RequestRejected):
+        return APIError(str(exc), 400, param=exc.param, code="context_length_exceeded"
+                        if "context length" in str(exc) else None)
+    if isinstance(exc, EngineDeadError):
+        return APIError("The engine has stopped; the server cannot serve requests.", 503)
+    if isinstance(exc, ValueError):
+        return APIError(str(exc), 400)
+    logger.exception("unexpected error while serving", exc_info=exc)
+    return APIError("Internal server error.", 500, type="server_error")
+
+
+@dataclass
+class SubRequest:
+    """One engine request behind a response choice (prompt i, sample j)."""
+
+    choice: int
+    prompt_index: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    final: RequestOutput | None = None
+    first_output: RequestOutput | None = None
+
+
+@dataclass
+class RequestTrace:
+    """Timing and identity of one API request, for observers."""
+
+    response_id: str
+    endpoint: str
+    stream: bool
+    api_key_hash: str | None
+    start: float = field(default_factory=time.monotonic)
+
+
+class OpenAIServing:
+    """Base of the completion and chat handlers."""
+
+    endpoint = ""
+
+    def __init__(self, engine: AsyncEngine, observers: list[RequestObserver]) -> None:
+        self.engine = engine
+        self.observers = observers
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model != self.engine.model_name:
+            raise APIError(f"The model `{model}` does not exist.", 404, param="model", code="model_not_found")
+
+    def build_subrequests(self, prompts: list[list[int]], params: SamplingParams) -> list[SubRequest]:
+        """Validate each prompt and fan out n samples each; seeded requests get seed + j for sample j."""
+        subs = []
+        for i, ids in enumerate(prompts):
+            for j in range(params.n):
+                p = dataclasses.replace(params, n=1, seed=None if params.seed is None else params.seed + j,
+                                        stop=list(params.stop), stop_token_ids=list(params.stop_token_ids))
+                self.engine.engine.validate_request(ids, p)
+                subs.append(SubRequest(len(subs), i, ids, p))
+        return subs
+
+    async def stream_all(self, subs: list[SubRequest], request_id: str) -> AsyncIterator[tuple[SubRequest, RequestOutput]]:
+        """Run every sub-request and yield (sub, output) as outputs arrive; closing aborts the rest."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(sub: SubRequest) -> None:
+            try:
+                async for out in self.engine.generate(sub.prompt_ids, sub.params, f"{request_id}-{sub.choice}"):
+                    queue.put_nowait((sub, out))
+            except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
+                queue.put_nowait((sub, e))
+
+        tasks = [asyncio.create_task(pump(s)) for s in subs]
+        remaining = len(subs)
+        try:
+            while remaining:
+                sub, out = await queue.get()
+                if isinstance(out, BaseException):
+                    raise out
+                if sub.first_output is None:
+                    sub.first_output = out
+                if out.finished:
+                    sub.final = out
+                    remaining -= 1
+                yield sub, out
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def collect(self, subs: list[SubRequest], request_id: str) -> None:
+        async for _ in self.stream_all(subs, request_id):
+            pass
+
+    def notify(self, trace: RequestTrace, subs: list[SubRequest], prompt_text: str | None,
+               messages: list[dict] | None, params: SamplingParams, status: int = 200,
+               error: str | None = None) -> None:
+        """Tell observers a request finished; an observer's failure never reaches the client."""
+        if not self.observers:
+            return
+        firsts = [s.first_output for s in subs if s.first_output and s.first_output.metrics.first_token_time]
+        ttft = min((o.metrics.first_token_time - o.metrics.arrival_time for o in firsts), default=None)
+        finals = [s.final for s in subs]
+        comps = [f.outputs[0] if f else None for f in finals]
+        record = FinishedRequest(
+            response_id=trace.response_id, endpoint=self.endpoint, model=self.engine.model_name,
+            prompt=prompt_text, messages=messages,
+            completion_texts=[c.text if c else "" for c in comps],
+            completion_token_ids=[list(c.token_ids) if c else [] for c in comps],
+            finish_reasons=[c.finish_reason if c else None for c in comps],
+            prompt_tokens=prompt_token_count(subs),
+            completion_tokens=sum(len(c.token_ids) for c in comps if c),
+            ttft_s=ttft, total_s=time.monotonic() - trace.start, weight_version=self.engine.weight_version,
+            sampling_params=_params_dict(params), stream=trace.stream, status_code=status, error=error,
+            api_key_hash=trace.api_key_hash,
+            hidden_states=[c.hidden_states for c in comps] if any(c and c.hidden_states is not None
+                                                                   for c in comps) else None)
+        for obs in self.observers:
+            try:
+                obs.on_request_finished(record)
+            except Exception:
+                logger.exception("request observer failed")
+
+
+def prompt_token_count(subs: list[SubRequest]) -> int:
+    """Prompt tokens counted once per prompt, however many samples it had (as OpenAI counts them)."""
+    seen: dict[int, int] = {s.prompt_index: len(s.prompt_ids) for s in subs}
+    return sum(seen.values())
+
+
+def _params_dict(params: SamplingParams) -> dict:
+    d = dataclasses.asdict(params)
+    return {k: v for k, v in d.items() if v not in (None, [], False)}
+
+
+def api_key_hash(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return None
+    return hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and so aborting its engine requests) if the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise APIError("client disconnected", 499)
+    finally:
+        watcher.cancel()
