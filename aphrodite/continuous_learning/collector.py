@@ -1,0 +1,175 @@
+"""``ServerSideDataCollector``: captures interactions and feedback, scores them and hands them to the store.
+
+Capture runs on the event loop and never blocks: convert, keep in the recent buffer, offer to the writer.
+Scoring and every store access run on the writer thread. Feedback and supplied examples are awaited until
+committed, so what the API acknowledges is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aphrodite.continuous_learning.buffers import RecentInteractions
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.failures import FailureWindow
+from aphrodite.continuous_learning.interaction import Interaction, InteractionFeedback, interaction_from_finished
+from aphrodite.continuous_learning.metrics import LearningMetrics
+from aphrodite.continuous_learning.scoring import QualityScorer
+from aphrodite.continuous_learning.store import InteractionStore, StoreCounts, StoredFeedback
+from aphrodite.continuous_learning.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from aphrodite.endpoints.hooks import FinishedRequest
+
+
+@dataclass(slots=True)
+class FeedbackResult:
+    """An acknowledged (committed) user feedback and the interaction it rescored."""
+
+    feedback: StoredFeedback
+    interaction: Interaction
+    quality_score: float
+
+
+class ServerSideDataCollector:
+    """Owns the in-memory buffers, the scorer and the store writer."""
+
+    def __init__(self, config: ServerSideConfig, store: InteractionStore, scorer: QualityScorer,
+                 metrics: LearningMetrics, feedback: deque[InteractionFeedback], failures: FailureWindow) -> None:
+        self.config = config
+        self.store = store
+        self.scorer = scorer
+        self.metrics = metrics
+        self.feedback = feedback
+        self.failures = failures
+        self.recent = RecentInteractions(config.max_interaction_buffer)
+        self.writer = StoreWriter(self._write_captured, config.write_queue_size, on_error=self._store_failed)
+        self.counts = StoreCounts()
+        """Stored rows; written by the writer thread only."""
+        self.captured = 0
+        self._scores: deque[float] = deque(maxlen=config.max_quality_scores)
+        self._scores_lock = threading.Lock()
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+
+    # -- event loop --------------------------------------------------------------------------------------------
+
+    def capture(self, request: FinishedRequest) -> None:
+        """Record a finished request. Never blocks; a full write queue drops the record and counts it."""
+        interaction = interaction_from_finished(request)
+        self.captured += 1
+        self.recent.add(interaction)
+        self.metrics.captured.labels(source="api").inc()
+        if not self.writer.offer(interaction):
+            self.metrics.dropped.inc()
+        if self._waiters:
+            for waiter in self._waiters.pop(interaction.id, ()):
+                if not waiter.done():
+                    waiter.set_result(interaction)
+
+    async def add_examples(self, interactions: list[Interaction]) -> list[Interaction]:
+        """Score and durably store supplied examples; returns once committed."""
+        def write() -> list[Interaction]:
+            self._score(interactions)
+            self._count_inserted(self.store.add_interactions(interactions, durable=True))
+            return interactions
+        await self.writer.call(write)
+        for interaction in interactions:
+            self.recent.add(interaction)
+        self.captured += len(interactions)
+        self.metrics.captured.labels(source="manual").inc(len(interactions))
+        return interactions
+
+    async def find(self, response_id: str, wait_s: float = 0.0) -> Interaction | None:
+        """The interaction with this id, from memory or the store; waits up to ``wait_s`` for one being captured
+        (a streamed response's id reaches the client just before the server finishes recording it)."""
+        found = self.recent.get(response_id)
+        if found is not None or not response_id:
+            return found
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(response_id, []).append(waiter)
+        try:
+            found = await self.writer.call(lambda: self.store.get_interaction(response_id))
+            if found is None and wait_s > 0:
+                try:
+                    found = await asyncio.wait_for(asyncio.shield(waiter), wait_s)
+                except asyncio.TimeoutError:
+                    found = None
+            return found or (waiter.result() if waiter.done() else None)
+        finally:
+            waiters = self._waiters.get(response_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[response_id]
+
+    async def add_feedback(self, interaction: Interaction, user_satisfaction: float,
+                           corrected_response: str | None, comment: str | None) -> FeedbackResult:
+        """Durably record user feedback on ``interaction`` and rescore it; returns once committed."""
+        record = StoredFeedback(f"fb-{uuid.uuid4().hex}", interaction.id, user_satisfaction, corrected_response,
+                                comment, time.time())
+
+        def write() -> float:
+            old_score = interaction.quality_score
+            interaction.user_satisfaction = user_satisfaction
+            interaction.quality_score = self.scorer.score(interaction)
+            inserted = self.store.add_feedback(record, interaction)
+            threshold = self.config.interaction_quality_threshold
+            self.counts.interactions += inserted
+            self.counts.eligible += (interaction.quality_score >= threshold) - (
+                not inserted and old_score is not None and old_score >= threshold)
+            self.counts.feedback += 1
+            return interaction.quality_score
+
+        score = await self.writer.call(write)
+        self.metrics.feedback.inc()
+        self.feedback.append(InteractionFeedback(
+            interaction.id, interaction.endpoint, "POST", interaction.total_ms or 0.0, interaction.status_code or 200,
+            user_satisfaction=user_satisfaction, error_occurred=interaction.error is not None,
+            metadata={"comment": comment, "corrected": corrected_response is not None}))
+        return FeedbackResult(record, interaction, score)
+
+    def quality_scores(self) -> list[float]:
+        """The last ``max_quality_scores`` scores."""
+        with self._scores_lock:
+            return list(self._scores)
+
+    def clear_memory(self) -> None:
+        """Forget the in-memory buffers (the store keeps everything)."""
+        self.recent.clear()
+        with self._scores_lock:
+            self._scores.clear()
+        self.captured = 0
+
+    # -- writer thread -----------------------------------------------------------------------------------------
+
+    def load_counts(self) -> None:
+        self.counts = self.store.counts(self.config.interaction_quality_threshold)
+
+    def _write_captured(self, batch: list[Interaction]) -> None:
+        self._score(batch)
+        self._count_inserted(self.store.add_interactions(batch))
+
+    def _score(self, interactions: list[Interaction]) -> None:
+        scores = [self.scorer.score(i) for i in interactions]
+        for interaction, score in zip(interactions, scores):
+            interaction.quality_score = score
+            self.metrics.quality.observe(score)
+        with self._scores_lock:
+            self._scores.extend(scores)
+
+    def _count_inserted(self, inserted: list[Interaction]) -> None:
+        threshold = self.config.interaction_quality_threshold
+        self.counts.interactions += len(inserted)
+        self.counts.eligible += sum(1 for i in inserted if (i.quality_score or 0.0) >= threshold)
+        self.metrics.stored.inc(len(inserted))
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.metrics.store_errors.inc()
+        self.metrics.failures.inc()
+        self.failures.record(f"store write failed: {type(exc).__name__}")

@@ -1,0 +1,129 @@
+"""Server-side continuous-learning configuration and the CLI flags generated from it.
+
+``ServerSideConfig`` is the single source of every learning flag: its field docstrings are the help texts
+and its defaults are the flag defaults (see ``aphrodite.common.config_cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from aphrodite.common.config_cli import add_dataclass_args, dataclass_from_args
+
+ENABLE_FLAG = "--enable-continuous-learning"
+
+# Flags named by the design document; every other field becomes ``--learning-<field-with-dashes>``.
+_FLAG_NAMES = {
+    "background_learning_interval": "--learning-background-interval",
+    "max_learning_rate_production": "--learning-max-rate",
+    "interaction_quality_threshold": "--learning-quality-threshold",
+    "min_interactions_for_learning": "--learning-min-interactions",
+    "learning_dir": "--learning-dir",
+}
+
+
+@dataclass
+class ServerSideConfig:
+    """Continuous learning from production traffic: capture, feedback, scoring, storage and safety limits."""
+
+    enable_request_monitoring: bool = True
+    """Mount the request-monitoring middleware (latency and status code of the monitored endpoints)."""
+    enable_response_feedback: bool = True
+    """Accept user feedback on earlier responses at POST /v1/learning/feedback."""
+    enable_user_interactions: bool = True
+    """Capture every finished completion and chat request as an interaction."""
+    background_learning_interval: float = 60.0
+    """Seconds between two runs of the background learning step (retention clean-up, eligibility, learner)."""
+    max_concurrent_learning_tasks: int = 2
+    """Most learning tasks the background processor runs at the same time."""
+    enable_hot_swapping: bool = True
+    """Let the learner hand new weight versions to the running engine without a restart."""
+    max_learning_rate_production: float = 1e-4
+    """Upper bound on the learning rate used on production traffic."""
+    learning_rate_decay_production: float = 0.995
+    """Factor applied to the learning rate after each learning step, in (0, 1]."""
+    enable_rollback_on_failure: bool = True
+    """Roll back to the previous weight version when learning fails too often (see max_recent_failures)."""
+    min_interactions_for_learning: int = 10
+    """Eligible interactions needed before a learning step runs."""
+    interaction_quality_threshold: float = 0.6
+    """Quality score in [0, 1] at or above which an interaction is eligible for learning."""
+    enable_performance_feedback: bool = True
+    """Record the latency and status of each monitored request as implicit (performance) feedback."""
+    max_interaction_buffer: int = 10_000
+    """Most recent interactions held in memory (older ones stay in the store)."""
+    max_feedback_buffer: int = 5_000
+    """Most recent feedback records (request monitoring and user feedback) held in memory."""
+    max_quality_scores: int = 1_000
+    """Most recent quality scores held in memory for the metrics."""
+    learning_dir: str = os.path.join("~", ".cache", "aphrodite", "learning")
+    """Directory of the durable interaction store (SQLite database learning.db); created if absent."""
+    monitored_endpoints: str = "/v1/completions,/v1/chat/completions"
+    """Comma-separated request paths the monitoring middleware records (exact match)."""
+    write_queue_size: int = 10_000
+    """Captured interactions waiting for the background writer; when full, new ones are dropped and counted."""
+    store_max_interactions: int = 1_000_000
+    """Most interactions kept in the store; the oldest are deleted first (with their feedback)."""
+    store_max_age_days: float = 30.0
+    """Interactions older than this many days are deleted from the store (0 keeps them forever)."""
+    feedback_wait_s: float = 0.25
+    """How long feedback on an unknown response id waits for that response to finish being captured."""
+    failure_window_s: float = 600.0
+    """Window in seconds over which recent failures are counted."""
+    max_recent_failures: int = 5
+    """More failures than this within failure_window_s mark the system degraded (and trigger rollback)."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
+               self.max_learning_rate_production, "must be in (0, 1]")
+        _check(0.0 < self.learning_rate_decay_production <= 1.0, "learning_rate_decay_production",
+               self.learning_rate_decay_production, "must be in (0, 1]")
+        _check(0.0 <= self.interaction_quality_threshold <= 1.0, "interaction_quality_threshold",
+               self.interaction_quality_threshold, "must be in [0, 1]")
+        for name in ("background_learning_interval", "failure_window_s"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
+        for name in ("store_max_age_days", "feedback_wait_s"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        for name in ("max_concurrent_learning_tasks", "min_interactions_for_learning", "max_interaction_buffer",
+                     "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
+        _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
+        paths = self.monitored_paths
+        _check(all(p.startswith("/") for p in paths), "monitored_endpoints", self.monitored_endpoints,
+               "must be comma-separated paths starting with '/'")
+
+    @property
+    def monitored_paths(self) -> frozenset[str]:
+        """The request paths the monitoring middleware records."""
+        return frozenset(p.strip() for p in self.monitored_endpoints.split(",") if p.strip())
+
+    @property
+    def store_path(self) -> str:
+        """Path of the SQLite database file."""
+        return os.path.join(os.path.expanduser(self.learning_dir), "learning.db")
+
+
+def _check(ok: bool, name: str, value: object, rule: str) -> None:
+    if not ok:
+        flag = _FLAG_NAMES.get(name, "--learning-" + name.replace("_", "-"))
+        raise ValueError(f"{name} (flag {flag}) {rule}; got {value!r}")
+
+
+def add_learning_cli_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add ``--enable-continuous-learning`` and one flag per ``ServerSideConfig`` field."""
+    group = add_dataclass_args(parser, ServerSideConfig, title="Continuous learning", prefix="learning-",
+                               flag_names=_FLAG_NAMES)
+    group.add_argument(ENABLE_FLAG, dest="enable_continuous_learning", action="store_true",
+                       help="Capture production traffic and feedback for learning, and serve /v1/learning/*. "
+                            "Without it the learning routes answer 404 and nothing is captured.")
+    return group
+
+
+def learning_config_from_args(args: argparse.Namespace) -> ServerSideConfig | None:
+    """The learning config from parsed flags, or None when continuous learning is not enabled."""
+    if not getattr(args, "enable_continuous_learning", False):
+        return None
+    return dataclass_from_args(ServerSideConfig, args)

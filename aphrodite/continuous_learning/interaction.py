@@ -1,0 +1,124 @@
+"""The records continuous learning keeps: one ``Interaction`` per served response, and ``InteractionFeedback``.
+
+Records are compact (slots, token ids as ``array('i')``) because up to ``max_interaction_buffer`` of them
+live in memory at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from array import array
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aphrodite.endpoints.hooks import FinishedRequest
+
+
+@dataclass(slots=True)
+class Choice:
+    """One generated choice of a response."""
+
+    text: str
+    token_ids: array = field(default_factory=lambda: array("i"))
+    """Generated token ids (``array('i')``: 4 bytes per token)."""
+    finish_reason: str | None = None
+    """``stop``, ``length``, ``abort``... or None when unknown (manual examples)."""
+
+
+@dataclass(slots=True)
+class Interaction:
+    """One served (or manually supplied) prompt and response, with what is known about its quality."""
+
+    id: str
+    """The response id the client saw (``cmpl-...``, ``chatcmpl-...``), or ``manual-...`` for supplied ones."""
+    endpoint: str
+    """``/v1/completions``, ``/v1/chat/completions``, or ``/v1/learning/manual`` for supplied examples."""
+    choices: list[Choice]
+    prompt: str | None = None
+    """The prompt text (completions and supplied examples)."""
+    messages: list[dict[str, Any]] | None = None
+    """The chat messages as sent (chat); the rendered prompt is not kept twice."""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    weight_version: int = 0
+    """The engine weight version that produced the response (0 = base model)."""
+    sampling_params: dict[str, Any] = field(default_factory=dict)
+    api_key_hash: str | None = None
+    """sha256 hex of the caller's API key; the key itself is never kept."""
+    status_code: int | None = 200
+    error: str | None = None
+    interaction_type: str = "api"
+    """``api`` for captured traffic, or the type given with a supplied example."""
+    created: float = field(default_factory=time.time)
+    performance_feedback: float | None = None
+    """Explicit score in [0, 1] given with a supplied example."""
+    user_satisfaction: float | None = None
+    """Latest user feedback on this response, in [-1, 1]."""
+    quality_score: float | None = None
+    """Score in [0, 1] from the quality scorer; None until scored."""
+
+    @property
+    def completion(self) -> str:
+        """Text of the first choice."""
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        """Finish reason of the first choice."""
+        return self.choices[0].finish_reason if self.choices else None
+
+    def approx_bytes(self) -> int:
+        """A cheap estimate of the memory this record holds (for the status report, not exact)."""
+        size = 400 + len(self.prompt or "")
+        for c in self.choices:
+            size += 120 + len(c.text) + 4 * len(c.token_ids)
+        if self.messages:
+            size += sum(200 + len(str(m.get("content", ""))) for m in self.messages)
+        return size
+
+
+@dataclass(slots=True)
+class InteractionFeedback:
+    """Feedback on one request: request-level monitoring (latency, status) and/or the user's satisfaction."""
+
+    request_id: str
+    endpoint: str
+    method: str
+    response_time_ms: float
+    status_code: int
+    user_satisfaction: float | None = None
+    """In [-1, 1]; None for monitoring records without user feedback."""
+    error_occurred: bool = False
+    model_confidence: float | None = None
+    """In [0, 1] when a confidence estimate is available."""
+    timestamp: float = field(default_factory=time.time)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def interaction_from_finished(req: FinishedRequest) -> Interaction:
+    """Convert what the serving layer reports about a finished request. Cheap: runs on the event loop."""
+    token_ids = req.completion_token_ids
+    choices = [Choice(text, array("i", token_ids[i]) if i < len(token_ids) else array("i"),
+                      req.finish_reasons[i] if i < len(req.finish_reasons) else None)
+               for i, text in enumerate(req.completion_texts)]
+    return Interaction(
+        id=req.response_id, endpoint=req.endpoint, choices=choices,
+        prompt=None if req.messages is not None else req.prompt, messages=req.messages, model=req.model,
+        prompt_tokens=req.prompt_tokens, completion_tokens=req.completion_tokens,
+        ttft_ms=None if req.ttft_s is None else req.ttft_s * 1000.0, total_ms=req.total_s * 1000.0,
+        weight_version=req.weight_version, sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
+        status_code=req.status_code, error=req.error, created=req.created)
+
+
+def supplied_interaction(prompt: str, response: str, performance_feedback: float, interaction_type: str,
+                         weight_version: int, model: str) -> Interaction:
+    """An example supplied through the learning API (manual or batch), with its explicit score."""
+    return Interaction(
+        id=f"manual-{uuid.uuid4().hex}", endpoint="/v1/learning/manual", choices=[Choice(response)],
+        prompt=prompt, model=model, weight_version=weight_version, status_code=None,
+        interaction_type=interaction_type, performance_feedback=performance_feedback)

@@ -1,0 +1,209 @@
+"""``InteractionStore`` on SQLite: one WAL database file with a versioned schema.
+
+Durability: every write is committed before the method returns. Captured traffic is committed with
+``synchronous=NORMAL`` (survives a process crash or ``kill -9``; in WAL mode only a power loss can drop the
+last commits); feedback, supplied examples and the learning state with ``synchronous=FULL`` (fsync on commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+from aphrodite.continuous_learning.interaction import Choice, Interaction
+from aphrodite.continuous_learning.store import InteractionStore, StoreCounts, StoredFeedback, StoreError
+
+# Schema migrations; ``PRAGMA user_version`` holds how many have been applied. Append, never edit.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE interactions (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        interaction_type TEXT NOT NULL,
+        prompt TEXT,
+        messages TEXT,                 -- JSON list of chat messages
+        choices TEXT NOT NULL,         -- JSON list of {text, finish_reason, token_ids}
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        ttft_ms REAL,
+        total_ms REAL,
+        weight_version INTEGER NOT NULL,
+        sampling_params TEXT NOT NULL, -- JSON object
+        api_key_hash TEXT,
+        status_code INTEGER,
+        error TEXT,
+        performance_feedback REAL,
+        user_satisfaction REAL,
+        quality_score REAL
+    );
+    CREATE INDEX interactions_created ON interactions(created);
+    CREATE INDEX interactions_quality ON interactions(quality_score);
+    CREATE TABLE feedback (
+        id TEXT PRIMARY KEY,
+        response_id TEXT NOT NULL REFERENCES interactions(id) ON DELETE CASCADE,
+        user_satisfaction REAL NOT NULL,
+        corrected_response TEXT,
+        comment TEXT,
+        created REAL NOT NULL
+    );
+    CREATE INDEX feedback_response ON feedback(response_id);
+    CREATE TABLE learning_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = ("id, created, endpoint, model, interaction_type, prompt, messages, choices, prompt_tokens, "
+            "completion_tokens, ttft_ms, total_ms, weight_version, sampling_params, api_key_hash, status_code, "
+            "error, performance_feedback, user_satisfaction, quality_score")
+_INSERT = f"INSERT OR IGNORE INTO interactions ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+
+
+class SQLiteInteractionStore(InteractionStore):
+    """The SQLite store; ``path`` is the database file (its directory is created)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            self._db = db
+            self._migrate(db)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise StoreError(f"cannot open the learning store {self.path!r}: {exc}. Check that --learning-dir "
+                             "is writable and holds an Aphrodite learning database (or point it elsewhere).")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this server's "
+                                        f"{SCHEMA_VERSION}; upgrade Aphrodite")
+        for number in range(version, SCHEMA_VERSION):
+            with _transaction(db, durable=True):
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number + 1}")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the learning store is not open")
+        return self._db
+
+    def add_interactions(self, interactions: Sequence[Interaction], durable: bool = False) -> list[Interaction]:
+        inserted = []
+        with _transaction(self.db, durable):
+            for interaction in interactions:
+                if self.db.execute(_INSERT, _to_row(interaction)).rowcount:
+                    inserted.append(interaction)
+        return inserted
+
+    def add_feedback(self, feedback: StoredFeedback, interaction: Interaction) -> bool:
+        with _transaction(self.db, durable=True):
+            inserted = self.db.execute(_INSERT, _to_row(interaction)).rowcount > 0
+            self.db.execute("UPDATE interactions SET user_satisfaction = ?, quality_score = ? WHERE id = ?",
+                            (interaction.user_satisfaction, interaction.quality_score, interaction.id))
+            self.db.execute("INSERT INTO feedback (id, response_id, user_satisfaction, corrected_response, comment,"
+                            " created) VALUES (?, ?, ?, ?, ?, ?)",
+                            (feedback.id, feedback.response_id, feedback.user_satisfaction,
+                             feedback.corrected_response, feedback.comment, feedback.created))
+        return inserted
+
+    def get_interaction(self, interaction_id: str) -> Interaction | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM interactions WHERE id = ?", (interaction_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def feedback_for(self, response_id: str) -> list[StoredFeedback]:
+        rows = self.db.execute("SELECT id, response_id, user_satisfaction, corrected_response, comment, created "
+                               "FROM feedback WHERE response_id = ? ORDER BY created, rowid", (response_id,))
+        return [StoredFeedback(*row) for row in rows]
+
+    def eligible(self, threshold: float, limit: int, min_created: float = 0.0) -> list[Interaction]:
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM interactions WHERE quality_score >= ? AND created >= ? "
+                               "ORDER BY created LIMIT ?", (threshold, min_created, limit))
+        return [_from_row(row) for row in rows]
+
+    def counts(self, threshold: float) -> StoreCounts:
+        db = self.db
+        return StoreCounts(
+            interactions=db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0],
+            eligible=db.execute("SELECT COUNT(*) FROM interactions WHERE quality_score >= ?",
+                                (threshold,)).fetchone()[0],
+            feedback=db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    def cleanup(self, max_interactions: int, max_age_s: float, now: float) -> int:
+        deleted = 0
+        with _transaction(self.db, durable=False):
+            if max_age_s > 0:
+                deleted += self.db.execute("DELETE FROM interactions WHERE created < ?",
+                                           (now - max_age_s,)).rowcount
+            excess = self.db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0] - max_interactions
+            if excess > 0:
+                deleted += self.db.execute("DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM "
+                                           "interactions ORDER BY created LIMIT ?)", (excess,)).rowcount
+        return deleted
+
+    def load_state(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM learning_state")}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        with _transaction(self.db, durable=True):
+            self.db.execute("DELETE FROM learning_state")
+            self.db.executemany("INSERT INTO learning_state (key, value) VALUES (?, ?)",
+                                [(k, json.dumps(v)) for k, v in state.items()])
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), with the requested fsync level."""
+
+    def __init__(self, db: sqlite3.Connection, durable: bool) -> None:
+        self.db, self.durable = db, durable
+
+    def __enter__(self) -> None:
+        self.db.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _to_row(i: Interaction) -> tuple:
+    choices = json.dumps([{"text": c.text, "finish_reason": c.finish_reason, "token_ids": c.token_ids.tolist()}
+                          for c in i.choices], separators=(",", ":"))
+    messages = None if i.messages is None else json.dumps(i.messages, separators=(",", ":"))
+    return (i.id, i.created, i.endpoint, i.model, i.interaction_type, i.prompt, messages, choices,
+            i.prompt_tokens, i.completion_tokens, i.ttft_ms, i.total_ms, i.weight_version,
+            json.dumps(i.sampling_params, separators=(",", ":"), default=str), i.api_key_hash, i.status_code,
+            i.error, i.performance_feedback, i.user_satisfaction, i.quality_score)
+
+
+def _from_row(row: tuple) -> Interaction:
+    (id_, created, endpoint, model, itype, prompt, messages, choices, prompt_tokens, completion_tokens, ttft_ms,
+     total_ms, weight_version, sampling_params, api_key_hash, status_code, error, performance_feedback,
+     user_satisfaction, quality_score) = row
+    return Interaction(
+        id=id_, endpoint=endpoint, model=model, interaction_type=itype, prompt=prompt, created=created,
+        messages=None if messages is None else json.loads(messages),
+        choices=[Choice(c["text"], array("i", c["token_ids"]), c["finish_reason"]) for c in json.loads(choices)],
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft_ms, total_ms=total_ms,
+        weight_version=weight_version, sampling_params=json.loads(sampling_params), api_key_hash=api_key_hash,
+        status_code=status_code, error=error, performance_feedback=performance_feedback,
+        user_satisfaction=user_satisfaction, quality_score=quality_score)

@@ -1,0 +1,96 @@
+"""The durable store interface: interactions, user feedback on them, and the learning state.
+
+Implementations are synchronous and used from one thread at a time (the ``StoreWriter`` thread); the SQLite
+one is ``SQLiteInteractionStore``; a PostgreSQL one can fill the same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aphrodite.continuous_learning.interaction import Interaction
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; the message says what to do."""
+
+
+@dataclass(slots=True)
+class StoredFeedback:
+    """A user's feedback on one response, as kept durably."""
+
+    id: str
+    response_id: str
+    user_satisfaction: float
+    corrected_response: str | None
+    comment: str | None
+    created: float
+
+
+@dataclass(slots=True)
+class StoreCounts:
+    """Row counts, with how many interactions are eligible for learning."""
+
+    interactions: int = 0
+    eligible: int = 0
+    feedback: int = 0
+
+
+class InteractionStore(abc.ABC):
+    """Durable storage for continuous learning."""
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Create or migrate the schema; raise ``StoreError`` with an actionable message on failure."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; the store can be opened again."""
+
+    @abc.abstractmethod
+    def add_interactions(self, interactions: Sequence[Interaction], durable: bool = False) -> list[Interaction]:
+        """Insert in one transaction and return those inserted (an id already stored is kept as is).
+
+        Committed on return; ``durable`` also survives a power loss, not only a process crash.
+        """
+
+    @abc.abstractmethod
+    def add_feedback(self, feedback: StoredFeedback, interaction: Interaction) -> bool:
+        """Durably record ``feedback`` and ``interaction``'s new satisfaction and score, in one transaction.
+
+        Inserts ``interaction`` first when it is not stored yet; returns whether it was inserted.
+        """
+
+    @abc.abstractmethod
+    def get_interaction(self, interaction_id: str) -> Interaction | None:
+        """The stored interaction, or None."""
+
+    @abc.abstractmethod
+    def feedback_for(self, response_id: str) -> list[StoredFeedback]:
+        """All feedback on one response, oldest first."""
+
+    @abc.abstractmethod
+    def eligible(self, threshold: float, limit: int, min_created: float = 0.0) -> list[Interaction]:
+        """Interactions scored at or above ``threshold`` created at or after ``min_created``, oldest first."""
+
+    @abc.abstractmethod
+    def counts(self, threshold: float) -> StoreCounts:
+        """Count rows (a full count: call it rarely)."""
+
+    @abc.abstractmethod
+    def cleanup(self, max_interactions: int, max_age_s: float, now: float) -> int:
+        """Delete interactions (and their feedback) past the bounds, oldest first; return how many.
+
+        ``max_age_s`` <= 0 keeps interactions whatever their age.
+        """
+
+    @abc.abstractmethod
+    def load_state(self) -> dict[str, Any]:
+        """The saved learning state ({} when none)."""
+
+    @abc.abstractmethod
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Durably replace the saved learning state."""

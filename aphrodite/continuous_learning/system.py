@@ -1,0 +1,160 @@
+"""``ContinuousLearningSystem``: continuous learning for one server, wired together.
+
+It is the app's request observer (``on_request_finished``), a lifecycle object (``start``/``stop``) and what
+the learning routes and the monitoring middleware talk to. It reaches the engine only to read
+``weight_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+
+from aphrodite.continuous_learning.background import BackgroundLearningProcessor
+from aphrodite.continuous_learning.collector import ServerSideDataCollector
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.control import ControlActions, default_actions
+from aphrodite.continuous_learning.failures import FailureWindow
+from aphrodite.continuous_learning.interaction import InteractionFeedback
+from aphrodite.continuous_learning.metrics import LearningMetrics
+from aphrodite.continuous_learning.monitor import RequestMonitor
+from aphrodite.continuous_learning.scoring import QualityScorer
+from aphrodite.continuous_learning.sqlite_store import SQLiteInteractionStore
+from aphrodite.continuous_learning.state import LearningState
+from aphrodite.continuous_learning.store import InteractionStore
+
+if TYPE_CHECKING:
+    from aphrodite.endpoints.hooks import FinishedRequest
+
+# Rough per-record sizes for the memory estimate of the small buffers.
+_FEEDBACK_BYTES, _SCORE_BYTES = 300, 32
+
+
+class ContinuousLearningSystem:
+    """Capture, feedback, scoring, storage, control and background learning for one server."""
+
+    def __init__(self, config: ServerSideConfig, engine: Any = None, registry: CollectorRegistry | None = None,
+                 store: InteractionStore | None = None, scorer: QualityScorer | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.metrics = LearningMetrics(registry if registry is not None else CollectorRegistry())
+        self.state = LearningState()
+        self.failures = FailureWindow(config.failure_window_s)
+        self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
+        self.store = store or SQLiteInteractionStore(config.store_path)
+        self.scorer = scorer or QualityScorer()
+        self.collector = ServerSideDataCollector(config, self.store, self.scorer, self.metrics, self.feedback,
+                                                 self.failures)
+        self.monitor = RequestMonitor(self.metrics, self.feedback if config.enable_performance_feedback else None)
+        self.processor = BackgroundLearningProcessor(self)
+        self.actions: ControlActions = default_actions()
+        self.started = False
+        self._register_gauges()
+
+    # -- what the rest of the server calls ---------------------------------------------------------------------
+
+    @property
+    def weight_version(self) -> int:
+        """The engine's current weight version (0 = base model)."""
+        return int(getattr(self.engine, "weight_version", 0) or 0)
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.engine, "model_name", "") or "")
+
+    @property
+    def capturing(self) -> bool:
+        return self.state.enabled and self.config.enable_user_interactions
+
+    def on_request_finished(self, request: FinishedRequest) -> None:
+        """``RequestObserver``: capture a finished completion or chat request. Never blocks."""
+        if self.capturing:
+            self.collector.capture(request)
+
+    async def start(self) -> None:
+        """Open the store (raises ``StoreError`` with what to fix), restore the saved state, start the loop."""
+        if self.started:
+            return
+        self.collector.writer.start()
+        saved = await self.collector.writer.call(self._open_store)
+        self.state = LearningState.from_dict(saved)
+        self.processor.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop the background loop, write what is queued, close the store."""
+        await self.processor.stop()
+        self.collector.writer.submit(self.store.close)
+        await asyncio.to_thread(self.collector.writer.stop)
+        self.started = False
+
+    async def update_state(self, **changes: Any) -> None:
+        """Change the learning state and save it durably (returns once committed)."""
+        self.state = dataclasses.replace(self.state, **changes)
+        await self.collector.writer.call(self._save_state)
+
+    async def reset(self) -> None:
+        """Clear the learning-rate schedule, statistics and in-memory buffers; stored data is kept."""
+        self.collector.clear_memory()
+        self.monitor.reset()
+        self.feedback.clear()
+        self.failures.clear()
+        await self.update_state(learning_steps=0, reset_at=time.time())
+
+    def record_failure(self, reason: str) -> None:
+        self.failures.record(reason)
+        self.metrics.failures.inc()
+
+    # -- health ------------------------------------------------------------------------------------------------
+
+    def health_status(self) -> str:
+        """``unhealthy`` (store writer or background loop down), ``disabled``, ``degraded`` (too many recent
+        failures), ``paused`` or ``healthy``."""
+        if self.started and not (self.collector.writer.alive and self.processor.running):
+            return "unhealthy"
+        if not self.state.enabled:
+            return "disabled"
+        if self.failures.recent() > self.config.max_recent_failures:
+            return "degraded"
+        return "paused" if self.state.paused else "healthy"
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held by the in-memory buffers."""
+        return (self.collector.recent.approx_bytes + _FEEDBACK_BYTES * len(self.feedback)
+                + _SCORE_BYTES * len(self.collector.quality_scores()))
+
+    @property
+    def total_interactions(self) -> int:
+        """Interactions stored or waiting to be written."""
+        return self.collector.counts.interactions + self.collector.writer.queue_depth
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _open_store(self) -> dict[str, Any]:
+        self.store.open()
+        self.collector.load_counts()
+        return self.store.load_state()
+
+    def _save_state(self) -> None:
+        self.store.save_state(self.state.to_dict())
+
+    def _register_gauges(self) -> None:
+        g = self.metrics.gauge
+        g("enabled", "1 when continuous learning is enabled.", lambda: float(self.state.enabled))
+        g("paused", "1 when background learning is paused.", lambda: float(self.state.paused))
+        g("weight_version", "Engine weight version (0 = base model).", lambda: float(self.weight_version))
+        g("current_learning_rate", "Production learning rate after decay.",
+          lambda: self.state.learning_rate(self.config))
+        g("stored_interactions", "Interactions in the store.", lambda: float(self.collector.counts.interactions))
+        g("eligible_interactions", "Stored interactions at or above the quality threshold.",
+          lambda: float(self.collector.counts.eligible))
+        g("stored_feedback", "User feedback records in the store.", lambda: float(self.collector.counts.feedback))
+        g("write_queue_depth", "Captured interactions waiting for the store writer.",
+          lambda: float(self.collector.writer.queue_depth))
+        g("memory_bytes", "Estimated bytes held by the in-memory learning buffers.", lambda: float(self.memory_bytes()))
+        g("recent_failures", "Failures within the failure window.", lambda: float(self.failures.recent()))
