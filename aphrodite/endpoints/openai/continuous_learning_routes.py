@@ -1,0 +1,86 @@
+"""The /v1/learning routes (a thin router over ``OpenAIServingContinuousLearning``) and their wiring into the app.
+
+Mounted only when the server runs with ``--enable-continuous-learning``; otherwise these paths are the app's
+ordinary 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.system import ContinuousLearningSystem
+from aphrodite.endpoints.middleware import setup_continuous_learning_middleware
+from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
+                                                          FeedbackResponse, InteractionAck, LearnRequest,
+                                                          LearnResponse, ManualLearningRequest)
+from aphrodite.endpoints.openai.serving_continuous_learning import OpenAIServingContinuousLearning
+
+router = APIRouter(prefix="/v1/learning", tags=["continuous learning"])
+
+
+def _handler(request: Request) -> OpenAIServingContinuousLearning:
+    return request.app.state.learning_handler
+
+
+@router.get("/status")
+async def learning_status(request: Request) -> JSONResponse:
+    return JSONResponse(_handler(request).status())
+
+
+@router.get("/metrics")
+async def learning_metrics(request: Request) -> JSONResponse:
+    return JSONResponse(_handler(request).metrics())
+
+
+@router.get("/health")
+async def learning_health(request: Request) -> JSONResponse:
+    body, status = _handler(request).health()
+    return JSONResponse(body, status_code=status)
+
+
+@router.get("/config")
+async def learning_config(request: Request) -> JSONResponse:
+    return JSONResponse(_handler(request).config())
+
+
+@router.post("/manual", response_model=InteractionAck)
+async def learning_manual(body: ManualLearningRequest, request: Request) -> InteractionAck:
+    return await _handler(request).manual(body)
+
+
+@router.post("/learn", response_model=LearnResponse)
+async def learning_learn(body: LearnRequest, request: Request) -> LearnResponse:
+    return await _handler(request).learn(body)
+
+
+@router.post("/feedback", response_model=FeedbackResponse)
+async def learning_feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    return await _handler(request).feedback(body)
+
+
+@router.post("/control", response_model=ControlResponse)
+async def learning_control(body: ControlRequest, request: Request) -> ControlResponse:
+    return await _handler(request).control(body)
+
+
+def attach_continuous_learning(app: FastAPI, engine: Any, config: ServerSideConfig) -> ContinuousLearningSystem:
+    """Mount the routes and the monitoring middleware, register the observer, metrics and lifecycle; once."""
+    if getattr(app.state, "continuous_learning", None) is not None:
+        raise RuntimeError("continuous learning is already attached to this app")
+    for name, default in (("request_observers", list), ("lifecycle", list), ("metrics_registry", CollectorRegistry)):
+        if getattr(app.state, name, None) is None:
+            setattr(app.state, name, default())
+    system = ContinuousLearningSystem(config, engine=engine, registry=app.state.metrics_registry)
+    app.state.continuous_learning = system
+    app.state.learning_handler = OpenAIServingContinuousLearning(system)
+    app.include_router(router)
+    if config.enable_request_monitoring:
+        setup_continuous_learning_middleware(app, system, config)
+    app.state.request_observers.append(system)
+    app.state.lifecycle.append(system)
+    return system

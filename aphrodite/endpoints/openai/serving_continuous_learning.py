@@ -1,0 +1,196 @@
+"""``OpenAIServingContinuousLearning``: the handlers behind /v1/learning/*.
+
+Reports are built from in-memory counters only (no store access), so status and metrics stay fast under
+load. Writes (manual, learn, feedback, control) return once committed to the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from aphrodite.continuous_learning.interaction import Interaction, supplied_interaction
+from aphrodite.continuous_learning.store import StoreError
+from aphrodite.continuous_learning.system import ContinuousLearningSystem
+from aphrodite.endpoints.openai.errors import APIError
+from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
+                                                          FeedbackResponse, InteractionAck, LearnRequest,
+                                                          LearnResponse, ManualLearningRequest)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_MB = 1_000_000.0
+
+
+class OpenAIServingContinuousLearning:
+    """Shapes the learning system's state into API responses and applies API requests to it."""
+
+    def __init__(self, system: ContinuousLearningSystem) -> None:
+        self.system = system
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        s = self.system
+        success = s.monitor.success_rate
+        return {
+            "object": "learning.status",
+            "status": s.health_status(),
+            "learning_enabled": s.state.enabled,
+            "paused": s.state.paused,
+            "weight_version": s.weight_version,
+            "model": s.model_name,
+            "overview": {
+                "total_interactions": s.total_interactions,
+                "success_rate": 1.0 if success is None else round(success, 6),
+                "current_learning_rate": s.state.learning_rate(s.config),
+                "eligible_interactions": s.collector.counts.eligible,
+                "feedback_count": s.collector.counts.feedback,
+                "average_quality_score": _mean(s.collector.quality_scores()),
+            },
+            "system_health": {
+                "background_processing": s.processor.running and s.state.enabled and not s.state.paused,
+                "recent_failures": s.failures.recent(),
+                "memory_usage_mb": round(s.memory_bytes() / _MB, 3),
+                "write_queue_depth": s.collector.writer.queue_depth,
+                "dropped_interactions": s.collector.writer.dropped,
+            },
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        s, c = self.system, self.system.collector
+        scores = c.quality_scores()
+        threshold = s.config.interaction_quality_threshold
+        satisfaction = [f.user_satisfaction for f in list(s.feedback) if f.user_satisfaction is not None]
+        return {
+            "object": "learning.metrics",
+            "server": {
+                "monitored_requests": s.monitor.requests,
+                "errors": s.monitor.errors,
+                "success_rate": s.monitor.success_rate,
+                "latency_ms": s.monitor.latency_percentiles(),
+                "by_endpoint": {ep: {"requests": n, "errors": e} for ep, (n, e) in s.monitor.by_endpoint.items()},
+            },
+            "capture": {
+                "captured": c.captured,
+                "stored": c.counts.interactions,
+                "dropped": c.writer.dropped,
+                "write_queue_depth": c.writer.queue_depth,
+                "write_queue_capacity": s.config.write_queue_size,
+                "in_memory": len(c.recent),
+            },
+            "feedback": {
+                "stored": c.counts.feedback,
+                "in_memory": len(s.feedback),
+                "average_user_satisfaction": _mean(satisfaction),
+            },
+            "learning": {
+                "weight_version": s.weight_version,
+                "eligible_interactions": c.counts.eligible,
+                "quality_threshold": threshold,
+                "quality_scores": {"count": len(scores), "mean": _mean(scores),
+                                   "min": min(scores, default=None), "max": max(scores, default=None),
+                                   "eligible_fraction": _mean([float(x >= threshold) for x in scores])},
+                "learning_steps": s.state.learning_steps,
+                "current_learning_rate": s.state.learning_rate(s.config),
+                "active_learning_tasks": s.processor.active_tasks,
+                "last_background_run": s.processor.last_run,
+            },
+            "system": {
+                "memory_usage_mb": round(s.memory_bytes() / _MB, 3),
+                "recent_failures": s.failures.recent(),
+                "total_failures": s.failures.total,
+                "last_failure": s.failures.last_reason(),
+            },
+        }
+
+    def health(self) -> tuple[dict[str, Any], int]:
+        """The health report and its HTTP status (503 when the store writer or background loop is down)."""
+        s = self.system
+        status = s.health_status()
+        checks = {"store_writer": s.collector.writer.alive, "background_processing": s.processor.running,
+                  "write_queue_full": s.collector.writer.queue_depth >= s.config.write_queue_size,
+                  "recent_failures": s.failures.recent()}
+        body = {"object": "learning.health", "status": status, "learning_enabled": s.state.enabled,
+                "weight_version": s.weight_version, "checks": checks}
+        return body, 503 if status == "unhealthy" else 200
+
+    def config(self) -> dict[str, Any]:
+        s = self.system
+        return {"object": "learning.config", "config": dataclasses.asdict(s.config),
+                "scoring": dataclasses.asdict(s.scorer.weights), "control_actions": s.actions.describe()}
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    async def manual(self, req: ManualLearningRequest) -> InteractionAck:
+        return (await self._store_examples([req]))[0]
+
+    async def learn(self, req: LearnRequest) -> LearnResponse:
+        acks = await self._store_examples(req.interactions)
+        return LearnResponse(data=acks, stored=len(acks), eligible=sum(a.eligible for a in acks))
+
+    async def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
+        s = self.system
+        if not s.config.enable_response_feedback:
+            raise APIError("Response feedback is turned off on this server; restart it with "
+                           "--learning-enable-response-feedback to accept feedback.", 403,
+                           code="feedback_disabled", type="permission_error")
+        self._require_enabled()
+        interaction = await self._guard(s.collector.find(req.response_id, s.config.feedback_wait_s))
+        if interaction is None:
+            raise APIError(f"No response with id '{req.response_id}' is known to the learning store (it may be "
+                           "older than the retention period, or was served with learning disabled).", 404,
+                           param="response_id", code="response_not_found")
+        result = await self._guard(s.collector.add_feedback(interaction, req.user_satisfaction,
+                                                            req.corrected_response, req.comment))
+        return FeedbackResponse(id=result.feedback.id, created=int(result.feedback.created),
+                                response_id=interaction.id, user_satisfaction=req.user_satisfaction,
+                                quality_score=result.quality_score, eligible=self._eligible(result.quality_score))
+
+    async def control(self, req: ControlRequest) -> ControlResponse:
+        s = self.system
+        action = s.actions.get(req.action)
+        if action is None:
+            raise APIError(f"Unknown action '{req.action}'; use one of: {', '.join(s.actions.names)}.", 400,
+                           param="action", code="invalid_action")
+        message = await self._guard(action.handler(s))
+        s.metrics.control_actions.labels(action=action.name).inc()
+        return ControlResponse(action=action.name, message=message, status=s.health_status(),
+                               learning_enabled=s.state.enabled, paused=s.state.paused)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    async def _store_examples(self, examples: list[ManualLearningRequest]) -> list[InteractionAck]:
+        s = self.system
+        self._require_enabled()
+        records = [supplied_interaction(e.prompt, e.response, e.performance_feedback, e.interaction_type,
+                                        s.weight_version, s.model_name) for e in examples]
+        stored: list[Interaction] = await self._guard(s.collector.add_examples(records))
+        return [InteractionAck(id=i.id, created=int(i.created), interaction_type=i.interaction_type,
+                               quality_score=i.quality_score or 0.0, eligible=self._eligible(i.quality_score))
+                for i in stored]
+
+    def _require_enabled(self) -> None:
+        if not self.system.state.enabled:
+            raise APIError('Continuous learning is disabled; POST /v1/learning/control with {"action": "enable"} '
+                           "to turn it back on.", 409, code="learning_disabled")
+
+    def _eligible(self, score: float | None) -> bool:
+        return score is not None and score >= self.system.config.interaction_quality_threshold
+
+    async def _guard(self, work: Awaitable[T]) -> T:
+        """Await store work; a store failure becomes a 503 the client can retry (details go to the log)."""
+        try:
+            return await work
+        except (StoreError, sqlite3.Error, RuntimeError) as exc:
+            logger.exception("learning store operation failed")
+            self.system.record_failure(f"store operation failed: {type(exc).__name__}")
+            raise APIError("The learning store is unavailable; the request was not recorded. Retry later.", 503,
+                           code="learning_store_unavailable") from exc
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
