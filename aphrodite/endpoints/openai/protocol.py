@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from aphrodite.engine.sampling_params import MAX_LOGPROBS, MAX_N, SamplingParams
 
@@ -57,11 +57,12 @@ class SamplingFields(OpenAIModel):
             prompt_logprobs=prompt_logprobs, skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output)
 
-    @model_validator(mode="after")
-    def _check_stream_options(self) -> "SamplingFields":
-        if self.stream_options is not None and not self.stream:
+    @field_validator("stream_options")
+    @classmethod
+    def _check_stream_options(cls, v: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):
             raise ValueError("stream_options is only allowed when stream is true")
-        return self
+        return v
 
 
 # ---- completions ----------------------------------------------------------------------------------------
@@ -72,13 +73,19 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     suffix: str | None = None
 
-    @model_validator(mode="after")
-    def _check_prompt(self) -> "CompletionRequest":
-        if self.suffix:
-            raise ValueError("suffix is not supported")
-        if isinstance(self.prompt, list) and len(self.prompt) == 0:
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v):
+        if isinstance(v, list) and (len(v) == 0 or any(isinstance(p, list) and not p for p in v)):
             raise ValueError("prompt must not be empty")
-        return self
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _check_suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("suffix is not supported")
+        return v
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt(s) as a list of texts or token-id lists."""
@@ -155,13 +162,19 @@ class ChatCompletionRequest(SamplingFields):
     add_generation_prompt: bool = True
     tools: list[dict[str, Any]] | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> "ChatCompletionRequest":
-        if self.top_logprobs is not None and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _check_top_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
             raise ValueError("top_logprobs requires logprobs to be true")
-        if self.tools:
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _check_tools(cls, v):
+        if v:
             raise ValueError("tools are not supported by this server")
-        return self
+        return v
 
     def to_sampling_params(self) -> SamplingParams:
         max_tokens = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
