@@ -1,10 +1,10 @@
 """Quality score in [0, 1] per interaction: explicit feedback dominates, implicit signals fill in.
 
     implicit = weighted mean of the signals that apply (finish reason, repetition, latency);
-               0 when the request errored or produced nothing, 0.5 when no signal applies
+               0 when the request errored or produced nothing; none when no signal applies
     implicit = (1 - a) * implicit + a * prediction      a = predictor_max_weight * predictor.accuracy
-    score    = w * explicit + (1 - w) * implicit          when explicit feedback exists (w = explicit_weight)
-    score    = implicit                                   otherwise
+    score    = w * explicit + (1 - w) * implicit          both present (w = explicit_weight)
+    score    = explicit, or implicit, when only one is present; 0.5 when neither is
 
 ``explicit`` is the mean of the supplied ``performance_feedback`` (in [0, 1]) and the latest user
 satisfaction mapped from [-1, 1] to [0, 1]. See docs/continuous_learning.md.
@@ -45,8 +45,8 @@ class ScoringWeights:
     """Share of explicit feedback in the score when there is any."""
     finish_weight: float = 1.0
     """Weight of the finish-reason signal among the implicit signals."""
-    repetition_weight: float = 1.0
-    """Weight of the repetition signal among the implicit signals."""
+    repetition_weight: float = 2.0
+    """Weight of the repetition signal among the implicit signals (a degenerate loop outweighs a clean stop)."""
     latency_weight: float = 0.25
     """Weight of the latency signal among the implicit signals (slow is a weak hint of trouble)."""
     latency_target_ms_per_token: float = 100.0
@@ -91,15 +91,17 @@ class QualityScorer:
         else:
             used = [(parts[k], weights[k]) for k in parts if parts[k] is not None and weights[k] > 0]
             total = sum(wt for _, wt in used)
-            implicit = sum(v * wt for v, wt in used) / total if total else 0.5
-        parts["prediction"] = self._predict(interaction)
-        if parts["prediction"] is not None:
+            implicit = sum(v * wt for v, wt in used) / total if total else None
+        parts["prediction"] = prediction = self._predict(interaction)
+        if prediction is not None:
             a = w.predictor_max_weight * _clamp(self.predictor.accuracy)  # type: ignore[union-attr]
-            implicit = (1.0 - a) * implicit + a * parts["prediction"]
+            implicit = prediction if implicit is None else (1.0 - a) * implicit + a * prediction
         parts["implicit"] = implicit
-        parts["explicit"] = explicit_signal(interaction)
-        score = implicit if parts["explicit"] is None else (
-            w.explicit_weight * parts["explicit"] + (1.0 - w.explicit_weight) * implicit)
+        parts["explicit"] = explicit = explicit_signal(interaction)
+        if explicit is not None and implicit is not None:
+            score = w.explicit_weight * explicit + (1.0 - w.explicit_weight) * implicit
+        else:
+            score = explicit if explicit is not None else implicit if implicit is not None else 0.5
         parts["score"] = _clamp(score)
         return parts
 

@@ -1,0 +1,103 @@
+import sqlite3
+import time
+
+import pytest
+
+from aphrodite.continuous_learning.interaction import interaction_from_finished
+from aphrodite.continuous_learning.sqlite_store import SCHEMA_VERSION, SQLiteInteractionStore
+from aphrodite.continuous_learning.store import StoredFeedback, StoreError
+from tests.continuous_learning.fakes import finished
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteInteractionStore(str(tmp_path / "dir" / "learning.db"))
+    s.open()
+    yield s
+    s.close()
+
+
+def scored(score: float = 0.9, **kw):
+    i = interaction_from_finished(finished(**kw))
+    i.quality_score = score
+    return i
+
+
+def test_round_trip_keeps_every_field(store):
+    chat = scored(chat=True, tokens=[1, 2, 300000])
+    assert store.add_interactions([chat]) == [chat]
+    back = store.get_interaction(chat.id)
+    assert back == chat
+    assert store.get_interaction("cmpl-missing") is None
+
+
+def test_existing_ids_are_kept_not_replaced(store):
+    first = scored(0.9, response_id="cmpl-a")
+    again = scored(0.1, response_id="cmpl-a")
+    assert store.add_interactions([first]) == [first]
+    assert store.add_interactions([again]) == []
+    assert store.get_interaction("cmpl-a").quality_score == 0.9
+
+
+def test_feedback_inserts_an_interaction_not_stored_yet(store):
+    i = scored(0.3, response_id="cmpl-late")
+    i.user_satisfaction = 1.0
+    fb = StoredFeedback("fb-1", i.id, 1.0, "A better answer.", "thanks", time.time())
+    assert store.add_feedback(fb, i) is True
+    assert store.get_interaction(i.id).user_satisfaction == 1.0
+    assert store.feedback_for(i.id) == [fb]
+    assert store.add_feedback(StoredFeedback("fb-2", i.id, -1.0, None, None, time.time()), i) is False
+    assert store.counts(0.6).feedback == 2
+
+
+def test_counts_and_eligible(store):
+    store.add_interactions([scored(0.9), scored(0.2), scored(0.6)])
+    counts = store.counts(0.6)
+    assert (counts.interactions, counts.eligible) == (3, 2)
+    assert sorted(i.quality_score for i in store.eligible(0.6, 10)) == [0.6, 0.9]
+
+
+def test_cleanup_by_age_and_rows_deletes_feedback_too(store):
+    now = time.time()
+    old = scored(created=now - 100 * 86400)
+    rows = [scored(created=now - k) for k in range(5)]
+    store.add_interactions([old, *rows])
+    store.add_feedback(StoredFeedback("fb-old", old.id, 1.0, None, None, now), old)
+    assert store.cleanup(max_interactions=3, max_age_s=30 * 86400, now=now) == 3
+    assert store.get_interaction(old.id) is None and store.feedback_for(old.id) == []
+    kept = {i.id for i in store.eligible(0.0, 10)}
+    assert kept == {r.id for r in rows[:3]}  # the newest three
+
+
+def test_state_and_data_survive_reopen(tmp_path):
+    path = str(tmp_path / "learning.db")
+    s = SQLiteInteractionStore(path)
+    s.open()
+    i = scored()
+    s.add_interactions([i])
+    s.save_state({"enabled": False, "learning_steps": 3})
+    s.close()
+    s.open()
+    assert s.get_interaction(i.id) == i and s.load_state() == {"enabled": False, "learning_steps": 3}
+    s.close()
+
+
+def test_wal_mode_and_schema_version(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path):
+    path = tmp_path / "learning.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer.*upgrade Aphrodite"):
+        SQLiteInteractionStore(str(path)).open()
+
+
+def test_not_a_database_is_refused_with_advice(tmp_path):
+    path = tmp_path / "learning.db"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="--learning-dir"):
+        SQLiteInteractionStore(str(path)).open()
