@@ -98,6 +98,17 @@ class AsyncEngine:
         self._wake.set()
         return await asyncio.wrap_future(fut)
 
+    async def submit_weights(self, version: int, deltas: dict) -> int:
+        """Serve ``version`` (LoRA deltas by projection name) from the next engine step on."""
+        fut = self.engine.submit_weights(version, deltas)
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
+    async def rollback_weights(self, to: int | None = None) -> int:
+        fut = self.engine.rollback_weights(to)
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs; leaving the iteration early (client gone) aborts it at once."""

@@ -26,6 +26,7 @@ from aphrodite.engine.outputs import RequestOutput, append_token, make_output
 from aphrodite.engine.sampling_params import SamplingParams
 from aphrodite.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from aphrodite.engine.sequence import Sequence
+from aphrodite.engine.weights import LoRADelta, WeightVersions
 from aphrodite.modeling.loader import load_model
 from aphrodite.modeling.tokenizer import Tokenizer
 
@@ -73,7 +74,7 @@ class LLMEngine:
         self.eos_ids = set(cfg.eos_token_ids) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.metrics = EngineMetrics(registry, self.model_name) if registry is not None else None
-        self.weight_version = 0
+        self.weights = WeightVersions(self.model)
         self._seqs: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()
         self._step_callbacks: list[Callable[["LLMEngine"], None]] = []
@@ -131,6 +132,27 @@ class LLMEngine:
 
     def has_pending_work(self) -> bool:
         return self.scheduler.has_unfinished() or not self._inbox.empty()
+
+    # ---- weights: the narrow interface learning uses --------------------------------------------------
+    @property
+    def weight_version(self) -> int:
+        """The version serving requests now (0 = base model)."""
+        return self.weights.version
+
+    def submit_weights(self, version: int, deltas: dict[str, LoRADelta]) -> "Future[int]":
+        """Thread-safe: serve ``version`` from the next step on; the future fails if a delta does not fit."""
+        self.weights.check(deltas)  # fail fast, before queueing
+        return self.call_at_safe_point(lambda: self._set_version(self.weights.apply, version, deltas))
+
+    def rollback_weights(self, to: int | None = None) -> "Future[int]":
+        """Thread-safe: serve an earlier kept version from the next step on."""
+        return self.call_at_safe_point(lambda: self._set_version(self.weights.rollback, to))
+
+    def _set_version(self, fn, *args) -> int:
+        version = fn(*args)
+        if self.metrics is not None:
+            self.metrics.set_weight_version(version)
+        return version
 
     # ---- the safe point -------------------------------------------------------------------------------
     def call_at_safe_point(self, fn: Callable[[], T]) -> "Future[T]":
