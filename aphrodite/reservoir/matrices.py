@@ -31,10 +31,22 @@ def _sparsity_mask(rng: np.random.Generator, shape: tuple[int, int], connectivit
     return mask.reshape(shape)
 
 
+def _has_cycle(mask: np.ndarray) -> bool:
+    # a sparsity pattern without a directed cycle makes W nilpotent (all eigenvalues 0): no
+    # spectral radius to rescale, and numerically tiny "eigenvalues" would blow W up
+    reach = mask.astype(np.float64)
+    for _ in range(max(1, int(np.ceil(np.log2(max(mask.shape[0], 2)))))):
+        reach = np.minimum(reach @ reach + reach, 1.0)  # paths of length <= 2^k
+    return bool(np.trace(reach) > 0)
+
+
 def recurrent_matrix(
     units: int, sr: float, rc_connectivity: float, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian W of shape (units, units) rescaled to spectral radius ``sr``.
+
+    Sparsity patterns with no directed cycle (likely for small, very sparse reservoirs) are
+    redrawn: such a W has spectral radius 0 and cannot be rescaled.
 
     Returns
     -------
@@ -43,10 +55,22 @@ def recurrent_matrix(
     eigvals : torch.Tensor
         (units,) complex128 eigenvalues of the rescaled W, for the echo state property check.
     """
-    w = rng.standard_normal((units, units)) * _sparsity_mask(rng, (units, units), rc_connectivity)
+    if rc_connectivity * units < 3:
+        warnings.warn(
+            f"rc_connectivity={rc_connectivity} gives {rc_connectivity * units:.1f} recurrent connections per unit "
+            f"({units} units): W is close to nilpotent, and rescaling its small spectral radius to sr can make "
+            "some weights very large; use rc_connectivity >= 3 / units",
+            stacklevel=3,
+        )
+    for _ in range(100):
+        mask = _sparsity_mask(rng, (units, units), rc_connectivity)
+        if _has_cycle(mask):
+            break
+    else:
+        raise ValueError(f"rc_connectivity={rc_connectivity} is too sparse for {units} units: W has no cycle")
+    w = rng.standard_normal((units, units)) * mask
     eig = np.linalg.eigvals(w)
-    radius = float(np.abs(eig).max()) if units else 0.0
-    scale = sr / max(radius, 1e-8)
+    scale = sr / max(float(np.abs(eig).max()), 1e-8)
     return torch.from_numpy(w * scale), torch.from_numpy(eig * scale)
 
 
