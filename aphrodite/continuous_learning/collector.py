@@ -154,6 +154,9 @@ class ServerSideDataCollector:
     def _write_captured(self, batch: list[Interaction]) -> None:
         self._score(batch)
         self._count_inserted(self.store.add_interactions(batch))
+        for interaction in batch:  # the store has them now; memory keeps texts and metadata only
+            for choice in interaction.choices:
+                choice.token_ids = ()  # a shared empty tuple: no allocation per record
 
     def _score(self, interactions: list[Interaction]) -> None:
         scores = [self.scorer.score(i) for i in interactions]

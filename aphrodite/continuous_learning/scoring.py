@@ -12,15 +12,15 @@ satisfaction mapped from [-1, 1] to [0, 1]. See docs/continuous_learning.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from aphrodite.continuous_learning.interaction import Interaction
 
-# Repetition: fraction of distinct 3-grams at or below which the text counts as fully degenerate, and at or
-# above which it counts as clean; linear in between. Texts shorter than _MIN_NGRAM_UNITS are not judged.
-_DEGENERATE, _CLEAN, _MIN_NGRAM_UNITS = 0.3, 0.8, 8
+# Repetition: fraction of distinct word 3-grams at or below which the text counts as fully degenerate, and at
+# or above which it counts as clean; linear in between. Texts shorter than _MIN_WORDS are not judged. Words,
+# not token ids: the score then needs only the text, which stays in memory after the token ids are released.
+_DEGENERATE, _CLEAN, _MIN_WORDS = 0.3, 0.8, 8
 _FINISH_SCORES = {"stop": 1.0, "eos": 1.0, "tool_calls": 1.0, "length": 0.5, "abort": 0.1, "cancelled": 0.1}
 
 
@@ -127,14 +127,11 @@ def finish_signal(interaction: Interaction) -> float | None:
 
 
 def repetition_signal(interaction: Interaction) -> float | None:
-    """1 for varied text, 0 for a degenerate loop, from the share of distinct 3-grams in the first choice."""
-    if not interaction.choices:
+    """1 for varied text, 0 for a degenerate loop, from the share of distinct word 3-grams in the first choice."""
+    words = interaction.completion.split()
+    if len(words) < _MIN_WORDS:
         return None
-    choice = interaction.choices[0]
-    units: Sequence = choice.token_ids if len(choice.token_ids) >= _MIN_NGRAM_UNITS else choice.text.split()
-    if len(units) < _MIN_NGRAM_UNITS:
-        return None
-    grams = [tuple(units[i:i + 3]) for i in range(len(units) - 2)]
+    grams = list(zip(words, words[1:], words[2:]))
     distinct = len(set(grams)) / len(grams)
     return _clamp((distinct - _DEGENERATE) / (_CLEAN - _DEGENERATE))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,7 +185,7 @@ class _transaction:
 
 
 def _to_row(i: Interaction) -> tuple:
-    choices = json.dumps([{"text": c.text, "finish_reason": c.finish_reason, "token_ids": c.token_ids.tolist()}
+    choices = json.dumps([{"text": c.text, "finish_reason": c.finish_reason, "token_ids": list(c.token_ids)}
                           for c in i.choices], separators=(",", ":"))
     messages = None if i.messages is None else json.dumps(i.messages, separators=(",", ":"))
     return (i.id, i.created, i.endpoint, i.model, i.interaction_type, i.prompt, messages, choices,
@@ -202,7 +201,7 @@ def _from_row(row: tuple) -> Interaction:
     return Interaction(
         id=id_, endpoint=endpoint, model=model, interaction_type=itype, prompt=prompt, created=created,
         messages=None if messages is None else json.loads(messages),
-        choices=[Choice(c["text"], array("i", c["token_ids"]), c["finish_reason"]) for c in json.loads(choices)],
+        choices=[Choice(c["text"], c["token_ids"], c["finish_reason"]) for c in json.loads(choices)],
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft_ms, total_ms=total_ms,
         weight_version=weight_version, sampling_params=json.loads(sampling_params), api_key_hash=api_key_hash,
         status_code=status_code, error=error, performance_feedback=performance_feedback,

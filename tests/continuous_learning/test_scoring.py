@@ -1,5 +1,3 @@
-from array import array
-
 import pytest
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction, interaction_from_finished
@@ -71,9 +69,9 @@ def test_predictor_weight_grows_with_its_accuracy(accuracy):
     assert scorer.score(interaction()) == pytest.approx(expected)
 
 
-def test_token_ids_are_compact():
+def test_conversion_keeps_prompt_or_messages_not_both():
     i = interaction(tokens=list(range(100)))
-    assert isinstance(i.choices[0].token_ids, array) and i.choices[0].token_ids.itemsize == 4
+    assert i.choices[0].token_ids == list(range(100)) and i.finish_reason == "stop"
     assert i.prompt == "What is the capital of France?" and i.messages is None
     chat = interaction(chat=True)
     assert chat.prompt is None and chat.messages[0]["role"] == "user"

@@ -26,9 +26,12 @@ def test_captured_requests_are_stored_and_scored(tmp_path):
         await barrier(system)
         stored = [system.store.get_interaction(r.response_id) for r in requests]
         await system.stop()
-        return system, stored
+        return system, stored, requests
 
-    system, stored = run(main())
+    system, stored, requests = run(main())
+    assert [s.choices[0].token_ids for s in stored] == [r.completion_token_ids[0] for r in requests]
+    in_memory = system.collector.recent.get(requests[0].response_id)
+    assert not in_memory.choices[0].token_ids and in_memory.completion == stored[0].completion  # released
     assert [s.endpoint for s in stored] == ["/v1/completions", "/v1/chat/completions", "/v1/completions"]
     assert stored[0].quality_score > 0.6 and stored[2].quality_score == 0.0
     assert stored[1].messages == [{"role": "user", "content": "Capital of France?"}]
