@@ -119,7 +119,7 @@ def check_echo_state_property(eigvals: torch.Tensor, lr: float, where: str = "re
         The effective spectral radius.
     """
     rho = effective_spectral_radius(eigvals, lr)
-    if rho >= 1.0:
+    if rho >= 1.0 - 1e-9:  # sr = 1 with lr = 1 lands on 1 +- rounding: warn either way
         warnings.warn(
             f"{where}: effective spectral radius of (1 - lr) I + lr W is {rho:.3f} >= 1 (lr={lr}), so the "
             "echo state property is not guaranteed and the initial state may never wash out; "

@@ -26,7 +26,8 @@ class Reservoir(DeepTreeESN):
     lr : float
         Leak rate in (0, 1].
     sr : float
-        Spectral radius W is rescaled to.
+        Spectral radius W is rescaled to. Default 0.9, not reservoirpy's 1.0, so that the default
+        reservoir passes the echo state property check.
     input_scaling : float or sequence of float
         Gain of W_in (per input feature if a sequence).
     rc_connectivity, input_connectivity : float
@@ -50,7 +51,7 @@ class Reservoir(DeepTreeESN):
         self,
         units: int,
         lr: float = 1.0,
-        sr: float = 1.0,
+        sr: float = 0.9,
         input_scaling: float | Sequence[float] = 1.0,
         rc_connectivity: float = 0.1,
         input_connectivity: float = 0.1,
