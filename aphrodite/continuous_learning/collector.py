@@ -53,6 +53,9 @@ class ServerSideDataCollector:
         self.counts = StoreCounts()
         """Stored rows; written by the writer thread only."""
         self.captured = 0
+        self.satisfaction_sum = 0.0
+        self.satisfaction_count = 0
+        """Running sum and count of user satisfaction since start or reset."""
         self._scores: deque[float] = deque(maxlen=config.max_quality_scores)
         self._scores_lock = threading.Lock()
         self._waiters: dict[str, list[asyncio.Future]] = {}
@@ -128,6 +131,8 @@ class ServerSideDataCollector:
 
         score = await self.writer.call(write)
         self.metrics.feedback.inc()
+        self.satisfaction_sum += user_satisfaction
+        self.satisfaction_count += 1
         self.feedback.append(InteractionFeedback(
             interaction.id, interaction.endpoint, "POST", interaction.total_ms or 0.0, interaction.status_code or 200,
             user_satisfaction=user_satisfaction, error_occurred=interaction.error is not None,
@@ -145,6 +150,7 @@ class ServerSideDataCollector:
         with self._scores_lock:
             self._scores.clear()
         self.captured = 0
+        self.satisfaction_sum, self.satisfaction_count = 0.0, 0
 
     # -- writer thread -----------------------------------------------------------------------------------------
 

@@ -85,13 +85,16 @@ class QualityScorer:
             "repetition": repetition_signal(interaction),
             "latency": latency_signal(interaction, w.latency_target_ms_per_token),
         }
-        weights = {"finish": w.finish_weight, "repetition": w.repetition_weight, "latency": w.latency_weight}
         if interaction.error is not None or (interaction.status_code or 200) >= 400 or not _has_output(interaction):
-            implicit = 0.0
+            implicit: float | None = 0.0
         else:
-            used = [(parts[k], weights[k]) for k in parts if parts[k] is not None and weights[k] > 0]
-            total = sum(wt for _, wt in used)
-            implicit = sum(v * wt for v, wt in used) / total if total else None
+            total = value = 0.0
+            for signal, weight in ((parts["finish"], w.finish_weight), (parts["repetition"], w.repetition_weight),
+                                   (parts["latency"], w.latency_weight)):
+                if signal is not None and weight > 0:
+                    total += weight
+                    value += weight * signal
+            implicit = value / total if total else None
         parts["prediction"] = prediction = self._predict(interaction)
         if prediction is not None:
             a = w.predictor_max_weight * _clamp(self.predictor.accuracy)  # type: ignore[union-attr]
@@ -131,8 +134,7 @@ def repetition_signal(interaction: Interaction) -> float | None:
     words = interaction.completion.split()
     if len(words) < _MIN_WORDS:
         return None
-    grams = list(zip(words, words[1:], words[2:]))
-    distinct = len(set(grams)) / len(grams)
+    distinct = len(set(zip(words, words[1:], words[2:]))) / (len(words) - 2)
     return _clamp((distinct - _DEGENERATE) / (_CLEAN - _DEGENERATE))
 
 

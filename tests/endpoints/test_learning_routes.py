@@ -67,6 +67,7 @@ def test_captured_response_takes_feedback_by_its_id(client):
     assert fb["quality_score"] < 0.6 and fb["eligible"] is False
     status = client.get("/v1/learning/status").json()
     assert status["overview"]["total_interactions"] == 1 and status["overview"]["feedback_count"] == 1
+    assert client.get("/v1/learning/metrics").json()["feedback"]["average_user_satisfaction"] == -1.0
     stored = system_of(client.app).store.feedback_for(response_id)  # committed before the reply
     assert [f.corrected_response for f in stored] == ["Paris."]
 

@@ -64,7 +64,6 @@ class OpenAIServingContinuousLearning:
         s, c = self.system, self.system.collector
         scores = c.quality_scores()
         threshold = s.config.interaction_quality_threshold
-        satisfaction = [f.user_satisfaction for f in list(s.feedback) if f.user_satisfaction is not None]
         return {
             "object": "learning.metrics",
             "server": {
@@ -85,7 +84,8 @@ class OpenAIServingContinuousLearning:
             "feedback": {
                 "stored": c.counts.feedback,
                 "in_memory": len(s.feedback),
-                "average_user_satisfaction": _mean(satisfaction),
+                "average_user_satisfaction": (c.satisfaction_sum / c.satisfaction_count
+                                              if c.satisfaction_count else None),
             },
             "learning": {
                 "weight_version": s.weight_version,
