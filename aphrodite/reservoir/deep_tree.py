@@ -185,19 +185,19 @@ class DeepTreeESN(Checkpointable):
         self, u: torch.Tensor, lengths: torch.Tensor, x0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = u.shape
-        states = torch.empty((B, T, self.output_dim), dtype=self.dtype, device=self.device)  # (B, T, F)
-        final = torch.empty((B, self.output_dim), dtype=self.dtype, device=self.device)
         rows, last = torch.arange(B, device=self.device), lengths.to(self.device)
-        parent, offset = None, 0
+        outs, parent, offset = [], None, 0
         for bank in self.levels:
             R, N = bank.count, bank.units
             level_x0 = x0[:, offset : offset + R * N].reshape(B, R, N).transpose(0, 1).contiguous()  # (R, B, N)
             out = bank.scan(bank.drive(u, parent), level_x0, lengths, self.backend)  # (R, B, T+1, N)
-            parent = out[:, :, 1:]  # (R, B, T, N)
-            states[:, :, offset : offset + R * N].view(B, T, R, N).copy_(parent.permute(1, 2, 0, 3))
-            final[:, offset : offset + R * N].view(B, R, N).copy_(out[:, rows, last].transpose(0, 1))
-            offset += R * N
-        return states, final
+            parent, offset = out[:, :, 1:], offset + R * N  # (R, B, T, N)
+            outs.append(out)
+        final = torch.cat([out[:, rows, last].transpose(0, 1).reshape(B, -1) for out in outs], dim=1)  # (B, F)
+        if len(outs) == 1 and outs[0].shape[0] == 1:
+            return outs[0][0, :, 1:], final  # a plain reservoir: a view, no 4 * B*T*N-byte copy
+        # (B, T, F): sub-reservoirs side by side, breadth-first
+        return torch.cat([out[:, :, 1:].permute(1, 2, 0, 3).reshape(B, T, -1) for out in outs], dim=2), final
 
     def config(self) -> dict[str, Any]:
         return {
