@@ -21,6 +21,8 @@ _FLAG_NAMES = {
     "interaction_quality_threshold": "--learning-quality-threshold",
     "min_interactions_for_learning": "--learning-min-interactions",
     "learning_dir": "--learning-dir",
+    "learning_rate_decay_production": "--learning-rate-decay",
+    "max_concurrent_learning_tasks": "--learning-max-concurrent-tasks",
 }
 
 
