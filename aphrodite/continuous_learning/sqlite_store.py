@@ -191,7 +191,7 @@ def _to_row(i: Interaction) -> tuple:
     # Token ids as packed int32: a tenth of the JSON encoding's time and a third of its size.
     choices = json.dumps([{"text": c.text, "finish_reason": c.finish_reason, "n_tokens": len(c.token_ids)}
                           for c in i.choices], separators=(",", ":"))
-    messages = None if i.messages is None else json.dumps(i.messages, separators=(",", ":"))
+    messages = None if i.messages is None else json.dumps(i.messages, separators=(",", ":"), default=str)
     return (i.id, i.created, i.endpoint, i.model, i.interaction_type, i.prompt, messages, choices,
             _pack([t for c in i.choices for t in c.token_ids]), i.prompt_tokens, i.completion_tokens, i.ttft_ms,
             i.total_ms, i.weight_version, json.dumps(i.sampling_params, separators=(",", ":"), default=str),

@@ -17,6 +17,14 @@ from aphrodite.endpoints.openai.errors import install_error_handlers
 
 _ids = itertools.count(1)
 
+DESIGN_MANUAL_BODY = """{
+    "prompt": "What is continuous learning?",
+    "response": "Continuous learning enables AI systems to improve from new data...",
+    "performance_feedback": 0.9,
+    "interaction_type": "high_quality_example"
+  }"""
+"""The design document's curl body for POST /v1/learning/manual, verbatim."""
+
 
 class FakeEngine:
     """What continuous learning reads from the engine."""

@@ -6,15 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from tests.continuous_learning.fakes import DESIGN_MANUAL_BODY as MANUAL_EXAMPLE
 from tests.continuous_learning.fakes import FakeEngine, bare_app, config, system_of
 
-# The design document's curl bodies, verbatim.
-MANUAL_EXAMPLE = """{
-    "prompt": "What is continuous learning?",
-    "response": "Continuous learning enables AI systems to improve from new data...",
-    "performance_feedback": 0.9,
-    "interaction_type": "high_quality_example"
-  }"""
 JSON = {"Content-Type": "application/json"}
 
 

@@ -11,11 +11,10 @@ import httpx
 import openai
 import pytest
 
+from tests.continuous_learning.fakes import DESIGN_MANUAL_BODY
 from tests.server_process import RemoteServer
 
-MANUAL_EXAMPLE = {"prompt": "What is continuous learning?",
-                  "response": "Continuous learning enables AI systems to improve from new data...",
-                  "performance_feedback": 0.9, "interaction_type": "high_quality_example"}
+MANUAL_EXAMPLE = json.loads(DESIGN_MANUAL_BODY)
 KEY = "sk-test"
 
 
