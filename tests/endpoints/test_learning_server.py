@@ -9,7 +9,6 @@ import time
 
 import httpx
 import openai
-import pytest
 
 from tests.continuous_learning.fakes import DESIGN_MANUAL_BODY
 from tests.server_process import RemoteServer
