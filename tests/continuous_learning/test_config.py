@@ -58,3 +58,15 @@ def test_invalid_values_name_the_flag(field, value):
     with pytest.raises(ValueError, match=field) as info:
         ServerSideConfig(**{field: value})
     assert "--learning-" in str(info.value)
+
+
+def test_design_document_production_configuration():
+    production_config = ServerSideConfig(
+        enable_request_monitoring=True,
+        background_learning_interval=60.0,      # 1 minute
+        max_learning_rate_production=0.00005,   # Very conservative
+        enable_rollback_on_failure=True,
+        min_interactions_for_learning=20,       # Higher threshold
+        interaction_quality_threshold=0.7       # Higher quality bar
+    )
+    assert production_config.min_interactions_for_learning == 20
