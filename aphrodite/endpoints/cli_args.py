@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from aphrodite.common.config_cli import add_dataclass_args, dataclass_from_args
-from aphrodite.continuous_learning.config import add_learning_cli_args
+from aphrodite.continuous_learning.config import add_learning_cli_args, learning_config_from_args
 from aphrodite.engine.config import CacheConfig, ModelLoadConfig
 from aphrodite.engine.scheduler import SchedulerConfig
 
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None, positional_model: bool = False,
         if args.model is not None and args.model != args.model_tag:
             parser.error("give the model either as MODEL or as --model, not both")
         args.model = args.model_tag
+    try:  # every config validates itself: report a bad value as a usage error, not a traceback
+        configs_from_args(args)
+        learning_config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
     return args
 
 

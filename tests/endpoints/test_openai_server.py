@@ -130,3 +130,22 @@ def test_metrics_are_prometheus_text_with_aphrodite_names(server, client) -> Non
                  "aphrodite:generation_tokens_total", "aphrodite:time_to_first_token_seconds_bucket",
                  "aphrodite:inter_token_latency_seconds_bucket", "aphrodite:e2e_request_latency_seconds_bucket"):
         assert name in text, name
+
+
+def test_api_key_is_required_when_set(tiny_model_dir) -> None:
+    with RemoteServer(["--model", str(tiny_model_dir), "--api-key", "sk-secret"]) as s:
+        assert httpx.get(s.url + "/v1/models").status_code == 401
+        wrong = httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        ok = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-secret", max_retries=0)
+        assert ok.models.list().data
+        assert httpx.get(s.url + "/health").status_code == 200
+
+
+def test_bad_flag_values_are_usage_errors() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "aphrodite.endpoints.openai.api_server", "--block-size", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "block_size must be positive" in r.stderr

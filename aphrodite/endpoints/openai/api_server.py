@@ -88,14 +88,24 @@ def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
 
 
 def _require_api_key(app: FastAPI, key: str) -> None:
-    expected = f"Bearer {key}".encode()
+    app.add_middleware(APIKeyMiddleware, expected=f"Bearer {key}".encode())
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if request.url.path.startswith("/v1") and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode(), expected):
-            return APIError("Invalid or missing API key.", 401, code="invalid_api_key").response()
-        return await call_next(request)
+
+class APIKeyMiddleware:
+    """Pure ASGI check of ``Authorization: Bearer KEY`` on /v1 routes (does not buffer streamed bodies)."""
+
+    def __init__(self, app, expected: bytes) -> None:
+        self.app = app
+        self.expected = expected
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = APIError("Invalid or missing API key.", 401, code="invalid_api_key").response()
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def run_server(args: argparse.Namespace) -> None:
