@@ -7,7 +7,8 @@ difference, and the test RMSE of a one-step-forecast Ridge readout trained on ea
 
 GPU (only when CUDA is available): the Triton scan kernel against the PyTorch eager loop (one
 cuBLAS GEMM per step) and cuDNN ``nn.RNN(tanh)`` (lr = 1, so the same recurrence), end to end
-from a (B, T, 32) input, N in {256, 1024, 2048}, B in {1, 64, 256}, T = 512. Shown: microseconds
+from a (B, T, 32) input, N in {128 (register-resident path), 256, 1024, 2048}, B in {1, 64, 256},
+T = 512. Shown: microseconds
 per step and the fraction of the roofline floor per step,
 ``max(2 B N^2 / peak_flops, (N^2 w_bytes + 2 B N 4) / peak_bandwidth)``, i.e. W read once per
 step plus the drive read and state write, at the card's fp32 (non-tensor-core) FLOP rate.
@@ -126,7 +127,7 @@ def gpu_section(peak_tflops: float | None, peak_gbps: float | None) -> None:
             raise SystemExit(f"unknown peaks for {name!r}: pass --peak-tflops and --peak-gbps")
         peak_tflops, peak_gbps = peak_tflops or match[0], peak_gbps or match[1]
     T, D, rows = 512, 32, []
-    for N in (256, 1024, 2048):
+    for N in (128, 256, 1024, 2048):  # 128: the register-resident path; the rest: tiled
         for B in (1, 64, 256):
             g = torch.Generator(device="cuda").manual_seed(0)
             u = torch.randn(B, T, D, device="cuda", generator=g)
@@ -156,7 +157,8 @@ def gpu_section(peak_tflops: float | None, peak_gbps: float | None) -> None:
                     err = (out.double() - reference).abs().max().item()
                     ms = triton.testing.do_bench(fn, warmup=5, rep=50)
                 w_bytes = 2 if "bf16" in method else 4
-                floor_s = max(2 * B * N * N / (peak_tflops * 1e12), (N * N * w_bytes + 2 * B * N * 4) / (peak_gbps * 1e9))
+                flops, bytes_moved = 2 * B * N * N, N * N * w_bytes + 2 * B * N * 4
+                floor_s = max(flops / (peak_tflops * 1e12), bytes_moved / (peak_gbps * 1e9))
                 us_step = ms * 1e3 / T
                 rows.append([
                     str(N), str(B), method, f"{us_step:.2f}", f"{100 * floor_s * 1e6 / us_step:.1f}%", f"{err:.1e}",

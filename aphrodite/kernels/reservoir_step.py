@@ -108,8 +108,10 @@ def _scan_tiled_kernel(
             acc = tl.load(drive_rows[:, None] + t * N + units[None, :], mask=mask_bi, other=0.0)
             for k0 in range(0, N, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
-                x_k = tl.load(prev[:, None] + ks[None, :], mask=seq_ok[:, None] & (ks[None, :] < N), other=0.0)
-                w_k = tl.load(wt + ks[:, None] * N + units[None, :], mask=(ks[:, None] < N) & (units[None, :] < N), other=0.0)
+                mask_k = ks < N
+                x_k = tl.load(prev[:, None] + ks[None, :], mask=seq_ok[:, None] & mask_k[None, :], other=0.0)
+                w_mask = mask_k[:, None] & (units[None, :] < N)
+                w_k = tl.load(wt + ks[:, None] * N + units[None, :], mask=w_mask, other=0.0)  # (BLOCK_K, BLOCK_N)
                 # (BLOCK_B, BLOCK_K) @ (BLOCK_K, BLOCK_N); "ieee" keeps full fp32 (no TF32 rounding)
                 acc += tl.dot(x_k, w_k.to(tl.float32), input_precision="ieee")
             x_i = tl.load(prev[:, None] + units[None, :], mask=mask_bi, other=0.0)
@@ -118,7 +120,9 @@ def _scan_tiled_kernel(
         tl.debug_barrier()
 
 
-def _check_scan_args(drive: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, x0: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+def _check_scan_args(
+    drive: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, x0: torch.Tensor, lengths: torch.Tensor | None
+) -> torch.Tensor:
     if drive.dim() != 4:
         raise ValueError(f"drive must be (R, B, T, N), got shape {tuple(drive.shape)}")
     R, B, T, N = drive.shape

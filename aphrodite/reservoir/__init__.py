@@ -2,7 +2,8 @@
 
 Nodes: :class:`Reservoir`, :class:`DeepTreeESN` (states), :class:`Ridge`, :class:`RLS`
 (readouts). Each has ``run``; readouts have ``fit`` (offline, resets), ``partial_fit`` (online,
-keeps weights) and ``reset``; all save and load safetensors files.
+keeps weights) and ``reset``; all save and load safetensors files. :class:`ReservoirQualityPredictor`
+puts them together to score generated responses from their tokens' hidden states.
 """
 
 from aphrodite.reservoir.deep_tree import DeepTreeESN
@@ -12,6 +13,8 @@ from aphrodite.reservoir.matrices import (
     effective_spectral_radius,
     spectral_radius,
 )
+from aphrodite.reservoir.prequential import PrequentialAccuracy
+from aphrodite.reservoir.quality import QualityPredictorConfig, ReservoirQualityPredictor
 from aphrodite.reservoir.reservoir import Reservoir
 from aphrodite.reservoir.ridge import Ridge
 from aphrodite.reservoir.rls import RLS
@@ -19,8 +22,11 @@ from aphrodite.reservoir.rls import RLS
 __all__ = [
     "DeepTreeESN",
     "EchoStatePropertyWarning",
+    "PrequentialAccuracy",
+    "QualityPredictorConfig",
     "RLS",
     "Reservoir",
+    "ReservoirQualityPredictor",
     "Ridge",
     "check_echo_state_property",
     "effective_spectral_radius",

@@ -67,18 +67,19 @@ class ReservoirBank:
         torch.Tensor
             (R, B, T, N) in ``bias.dtype``.
         """
-        B, T, _ = u.shape
+        B, T, D = u.shape
         R, N = self.count, self.units
         out = None
         if self.w_p is not None and parent is not None:
             Rp, k = parent.shape[0], self.branching
             # children of parent p are p*k .. p*k+k-1: one batched GEMM per parent group
-            w_grouped = self.w_p.reshape(Rp, k * N, -1)  # (Rp, k*N, Np)
-            proj = torch.bmm(parent.reshape(Rp, B * T, -1), w_grouped.transpose(1, 2))  # (Rp, B*T, k*N)
+            Np = parent.shape[-1]
+            w_grouped = self.w_p.reshape(Rp, k * N, Np)  # (Rp, k*N, Np)
+            proj = torch.bmm(parent.reshape(Rp, B * T, Np), w_grouped.transpose(1, 2))  # (Rp, B*T, k*N)
             out = proj.view(Rp, B, T, k, N).permute(0, 3, 1, 2, 4).reshape(R, B, T, N)
         if self.w_u is not None:
             # (B*T, D) @ (D, R*N) + bias: one GEMM feeds every sub-reservoir of the bank
-            proj = torch.addmm(self.bias.reshape(1, R * N), u.reshape(B * T, -1), self.w_u.reshape(R * N, -1).T)
+            proj = torch.addmm(self.bias.reshape(1, R * N), u.reshape(B * T, D), self.w_u.reshape(R * N, D).T)
             proj = proj.view(B, T, R, N).permute(2, 0, 1, 3)  # (R, B, T, N), a copy-free view when R == 1
             return proj.contiguous() if out is None else out.add_(proj)
         return out.add_(self.bias[:, None, None, :])

@@ -20,6 +20,11 @@ class Checkpointable:
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def from_config(cls: type[NodeT], config: dict[str, Any]) -> NodeT:
+        """Build an untrained node from ``config()``'s output (keyword constructors by default)."""
+        return cls(**config)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -43,6 +48,6 @@ class Checkpointable:
         config = json.loads(meta["config"])
         if "device" in config:
             config["device"] = device
-        node = cls(**config)
+        node = cls.from_config(config)
         node.load_state_dict(tensors)
         return node

@@ -193,11 +193,12 @@ class DeepTreeESN(Checkpointable):
             out = bank.scan(bank.drive(u, parent), level_x0, lengths, self.backend)  # (R, B, T+1, N)
             parent, offset = out[:, :, 1:], offset + R * N  # (R, B, T, N)
             outs.append(out)
-        final = torch.cat([out[:, rows, last].transpose(0, 1).reshape(B, -1) for out in outs], dim=1)  # (B, F)
+        # (B, F) and (B, T, F): sub-reservoirs side by side, breadth-first
+        final = torch.cat([o[:, rows, last].transpose(0, 1).reshape(B, o.shape[0] * o.shape[3]) for o in outs], 1)
         if len(outs) == 1 and outs[0].shape[0] == 1:
             return outs[0][0, :, 1:], final  # a plain reservoir: a view, no 4 * B*T*N-byte copy
-        # (B, T, F): sub-reservoirs side by side, breadth-first
-        return torch.cat([out[:, :, 1:].permute(1, 2, 0, 3).reshape(B, T, -1) for out in outs], dim=2), final
+        per_level = [o[:, :, 1:].permute(1, 2, 0, 3).reshape(B, T, o.shape[0] * o.shape[3]) for o in outs]
+        return torch.cat(per_level, 2), final
 
     def config(self) -> dict[str, Any]:
         return {
@@ -221,13 +222,15 @@ class DeepTreeESN(Checkpointable):
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.levels = []
-        for i in range(self.depth):
-            get = lambda name, dt: None if f"levels.{i}.{name}" not in state else state[f"levels.{i}.{name}"].to(self.device, dt)  # noqa: E731
-            self.levels.append(
-                ReservoirBank(
-                    get("w", self.weight_dtype), get("bias", self.dtype), self.lr,
-                    get("w_u", self.dtype), get("w_p", self.dtype), self.branching,
-                )
-            )  # fmt: skip
+        def get(level: int, name: str, dtype: torch.dtype) -> torch.Tensor | None:
+            t = state.get(f"levels.{level}.{name}")
+            return None if t is None else t.to(self.device, dtype)
+
+        self.levels = [
+            ReservoirBank(
+                get(i, "w", self.weight_dtype), get(i, "bias", self.dtype), self.lr,
+                get(i, "w_u", self.dtype), get(i, "w_p", self.dtype), self.branching,
+            )
+            for i in range(self.depth)
+        ]  # fmt: skip
         self.state = state["state"].to(self.device, self.dtype) if "state" in state else None

@@ -83,7 +83,9 @@ class Reservoir(DeepTreeESN):
         ``W`` is (N, N), ``W_in`` is (N, D), ``bias`` is (N,), a scalar, or None (zeros).
         The echo state property is checked (and warned about) on the given W.
         """
-        dense = lambda m: torch.as_tensor(m.toarray() if hasattr(m, "toarray") else m, dtype=torch.float64)  # noqa: E731
+        def dense(m: Any) -> torch.Tensor:  # scipy.sparse arrays have .toarray()
+            return torch.as_tensor(m.toarray() if hasattr(m, "toarray") else m, dtype=torch.float64)
+
         w, w_in = dense(W), dense(W_in)
         eig = torch.linalg.eigvals(w)
         res = cls(w.shape[0], lr=lr, sr=float(eig.abs().max()), **kwargs)

@@ -96,6 +96,11 @@ class RLS(Checkpointable):
         """(O,) bias (zeros without ``fit_bias``)."""
         return self.W[-1] if self.fit_bias else torch.zeros_like(self.W[0])
 
+    @property
+    def trace_bound(self) -> float:
+        """``max_trace``, or trace(P) at the start (F' / alpha) when it is None."""
+        return self.max_trace if self.max_trace is not None else self.P.shape[0] / self.alpha
+
     def _features(self, X: torch.Tensor) -> torch.Tensor:
         return torch.cat([X, X.new_ones((X.shape[0], 1))], 1) if self.fit_bias else X
 
@@ -103,8 +108,6 @@ class RLS(Checkpointable):
         F += self.fit_bias
         self.P = torch.eye(F, dtype=torch.float64, device=device) / self.alpha
         self.W = torch.zeros((F, O), dtype=torch.float64, device=device)
-        if self.max_trace is None:
-            self.max_trace = F / self.alpha
 
     def _update(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         # X (k, F'), Y (k, O). Block of k samples, sample j weighted λ^(k-1-j) (the newest 1):
@@ -118,11 +121,11 @@ class RLS(Checkpointable):
         self.W += Kt.T @ (Y - X @ self.W)
         P = Q - QXt @ Kt
         P = 0.5 * (P + P.T)
-        if P.diagonal().sum() > self.max_trace:
+        if P.diagonal().sum() > self.trace_bound:
             # clip eigenvalues, do not rescale P: wind-up sits in the unexcited directions, and
             # shrinking all of P would also stall learning in the excited ones
             eig, vec = torch.linalg.eigh(P)
-            P = (vec * eig.clamp(max=self.max_trace / P.shape[0])) @ vec.T
+            P = (vec * eig.clamp(max=self.trace_bound / P.shape[0])) @ vec.T
             P = 0.5 * (P + P.T)
         self.P = P
 

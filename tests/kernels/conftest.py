@@ -13,6 +13,7 @@ import importlib
 import os
 from types import ModuleType
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -29,3 +30,12 @@ def interpreted(module: ModuleType) -> ModuleType:
     if any(not isinstance(k, InterpretedFunction) for k in kernels):
         module = importlib.reload(module)
     return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_intra_op_thread():
+    # small tensors: OpenMP threads only add overhead (and ms-long waits on a busy host)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
