@@ -65,6 +65,8 @@ class QualityPredictorConfig:
 class ReservoirQualityPredictor(Checkpointable):
     """Predicts response quality in [0, 1] from per-token hidden states; learns from labels online.
 
+    Not thread-safe (``partial_fit`` updates the readout in place): call it from one thread.
+
     Examples
     --------
     >>> qp = ReservoirQualityPredictor(QualityPredictorConfig(input_dim=16))
