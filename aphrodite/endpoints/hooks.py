@@ -47,7 +47,11 @@ class FinishedRequest:
 
 
 class RequestObserver(Protocol):
-    """Anything that wants to hear about finished requests."""
+    """Anything that wants to hear about finished requests.
+
+    An observer with a true ``wants_hidden_states`` attribute makes the serving layer ask the engine for each
+    generated token's projected final hidden state; they arrive in ``FinishedRequest.hidden_states``.
+    """
 
     def on_request_finished(self, request: FinishedRequest) -> None:
         """Called on the event loop; must not block."""

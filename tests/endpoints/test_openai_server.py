@@ -149,3 +149,30 @@ def test_bad_flag_values_are_usage_errors() -> None:
     r = subprocess.run([sys.executable, "-m", "aphrodite.endpoints.openai.api_server", "--block-size", "0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "block_size must be positive" in r.stderr
+
+
+def test_observers_asking_for_hidden_states_get_them(tiny_model_dir) -> None:
+    """In process: an observer with ``wants_hidden_states`` receives (tokens, d) states per choice."""
+    from fastapi.testclient import TestClient
+
+    from aphrodite.endpoints.cli_args import parse_args
+    from aphrodite.endpoints.openai.api_server import build_app
+
+    class Recorder:
+        wants_hidden_states = True
+
+        def __init__(self) -> None:
+            self.seen = []
+
+        def on_request_finished(self, req) -> None:
+            self.seen.append(req)
+
+    app = build_app(parse_args(["--model", str(tiny_model_dir), "--hidden-state-dim", "16"]))
+    rec = Recorder()
+    app.state.request_observers.append(rec)
+    with TestClient(app) as client:
+        r = client.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 5, "ignore_eos": True, "n": 2})
+        assert r.status_code == 200
+    (req,) = rec.seen
+    assert req.response_id == r.json()["id"] and len(req.hidden_states) == 2
+    assert all(tuple(h.shape) == (5, 16) for h in req.hidden_states)

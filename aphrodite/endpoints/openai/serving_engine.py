@@ -80,10 +80,12 @@ class OpenAIServing:
     def build_subrequests(self, prompts: list[list[int]], params: SamplingParams) -> list[SubRequest]:
         """Validate each prompt and fan out n samples each; seeded requests get seed + j for sample j."""
         subs = []
+        hidden = any(getattr(o, "wants_hidden_states", False) for o in self.observers)
         for i, ids in enumerate(prompts):
             for j in range(params.n):
                 p = dataclasses.replace(params, n=1, seed=None if params.seed is None else params.seed + j,
-                                        stop=list(params.stop), stop_token_ids=list(params.stop_token_ids))
+                                        stop=list(params.stop), stop_token_ids=list(params.stop_token_ids),
+                                        return_hidden_states=hidden)
                 self.engine.engine.validate_request(ids, p)
                 subs.append(SubRequest(len(subs), i, ids, p))
         return subs
