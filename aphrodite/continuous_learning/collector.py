@@ -8,10 +8,12 @@ committed, so what the API acknowledges is durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,10 @@ from aphrodite.continuous_learning.store import InteractionStore, StoreCounts, S
 from aphrodite.continuous_learning.writer import StoreWriter
 
 if TYPE_CHECKING:
+    from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor
     from aphrodite.endpoints.hooks import FinishedRequest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -41,8 +46,11 @@ class ServerSideDataCollector:
     """Owns the in-memory buffers, the scorer and the store writer."""
 
     def __init__(self, config: ServerSideConfig, store: InteractionStore, scorer: QualityScorer,
-                 metrics: LearningMetrics, feedback: deque[InteractionFeedback], failures: FailureWindow) -> None:
+                 metrics: LearningMetrics, feedback: deque[InteractionFeedback], failures: FailureWindow,
+                 learned: LearnedQualityPredictor | None = None) -> None:
         self.config = config
+        self.learned = learned
+        """The learned quality predictor (also the scorer's predictor), or None; used on the writer thread."""
         self.store = store
         self.scorer = scorer
         self.metrics = metrics
@@ -64,7 +72,7 @@ class ServerSideDataCollector:
 
     def capture(self, request: FinishedRequest) -> None:
         """Record a finished request. Never blocks; a full write queue drops the record and counts it."""
-        interaction = interaction_from_finished(request)
+        interaction = interaction_from_finished(request, keep_hidden_states=self.learned is not None)
         self.captured += 1
         self.recent.add(interaction)
         self.metrics.captured.labels(source="api").inc()
@@ -127,6 +135,8 @@ class ServerSideDataCollector:
             self.counts.eligible += (interaction.quality_score >= threshold) - (
                 not inserted and old_score is not None and old_score >= threshold)
             self.counts.feedback += 1
+            if self.learned is not None:  # after the commit: a predictor failure never loses the feedback
+                self._guard("training", lambda: self.learned.learn(interaction))
             return interaction.quality_score
 
         score = await self.writer.call(write)
@@ -158,6 +168,8 @@ class ServerSideDataCollector:
         self.counts = self.store.counts(self.config.interaction_quality_threshold)
 
     def _write_captured(self, batch: list[Interaction]) -> None:
+        if self.learned is not None:  # before scoring: the scores use the batch's predictions
+            self._guard("feature extraction", lambda: self.learned.observe(batch))
         self._score(batch)
         self._count_inserted(self.store.add_interactions(batch))
         for interaction in batch:  # the store has them now; memory keeps texts and metadata only
@@ -177,6 +189,15 @@ class ServerSideDataCollector:
         self.counts.interactions += len(inserted)
         self.counts.eligible += sum(1 for i in inserted if (i.quality_score or 0.0) >= threshold)
         self.metrics.stored.inc(len(inserted))
+
+    def _guard(self, what: str, work: Callable[[], object]) -> None:
+        """Run quality-predictor work; a failure is counted and reported, and never costs a stored record."""
+        try:
+            work()
+        except Exception as exc:
+            logger.exception("quality predictor %s failed", what)
+            self.metrics.failures.inc()
+            self.failures.record(f"quality predictor {what} failed: {type(exc).__name__}")
 
     def _store_failed(self, exc: BaseException) -> None:
         self.metrics.store_errors.inc()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from aphrodite.common.config_cli import add_dataclass_args, dataclass_from_args
 
@@ -76,6 +77,20 @@ class ServerSideConfig:
     """Window in seconds over which recent failures are counted."""
     max_recent_failures: int = 5
     """More failures than this within failure_window_s mark the system degraded (and trigger rollback)."""
+    quality_predictor: Literal["none", "reservoir"] = "reservoir"
+    """Learned quality predictor: ``reservoir`` runs the generated tokens' hidden states through a DeepTreeESN
+    and an online readout trained from explicit feedback, whose prediction enters the quality score as it
+    proves accurate (the engine is then asked for hidden states); ``none`` scores from heuristics and
+    feedback only."""
+    quality_predictor_units: int = 64
+    """Units per sub-reservoir of the quality predictor's DeepTreeESN."""
+    quality_predictor_depth: int = 2
+    """Levels of the quality predictor's reservoir tree (two children per sub-reservoir)."""
+    quality_predictor_max_held: int = 2_048
+    """Captured responses whose reservoir features are held awaiting feedback (about 2 KB each at the default
+    size); the oldest are forgotten first, and feedback on a forgotten response does not train."""
+    quality_predictor_save_every: int = 32
+    """Save the quality predictor to the learning dir after this many new labels (and always on shutdown)."""
 
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
@@ -89,7 +104,9 @@ class ServerSideConfig:
         for name in ("store_max_age_days", "feedback_wait_s"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         for name in ("max_concurrent_learning_tasks", "min_interactions_for_learning", "max_interaction_buffer",
-                     "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions"):
+                     "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions",
+                     "quality_predictor_units", "quality_predictor_depth", "quality_predictor_max_held",
+                     "quality_predictor_save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")

@@ -66,6 +66,9 @@ class Interaction:
     """Latest user feedback on this response, in [-1, 1]."""
     quality_score: float | None = None
     """Score in [0, 1] from the quality scorer; None until scored."""
+    hidden_states: Any = None
+    """The first choice's projected hidden states, a (T, d) tensor, from capture until the store writer has
+    run them through the quality predictor; never stored, never kept longer."""
 
     @property
     def completion(self) -> str:
@@ -104,8 +107,10 @@ class InteractionFeedback:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def interaction_from_finished(req: FinishedRequest) -> Interaction:
-    """Convert what the serving layer reports about a finished request. Cheap: runs on the event loop."""
+def interaction_from_finished(req: FinishedRequest, keep_hidden_states: bool = False) -> Interaction:
+    """Convert what the serving layer reports about a finished request. Cheap: runs on the event loop.
+    With ``keep_hidden_states`` the first choice's hidden states ride along to the writer (the scorer judges
+    the first choice only)."""
     token_ids, reasons = req.completion_token_ids, req.finish_reasons
     choices = [Choice(text, token_ids[i] if i < len(token_ids) else [], reasons[i] if i < len(reasons) else None)
                for i, text in enumerate(req.completion_texts)]
@@ -115,7 +120,8 @@ def interaction_from_finished(req: FinishedRequest) -> Interaction:
         prompt_tokens=req.prompt_tokens, completion_tokens=req.completion_tokens,
         ttft_ms=None if req.ttft_s is None else req.ttft_s * 1000.0, total_ms=req.total_s * 1000.0,
         weight_version=req.weight_version, sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
-        status_code=req.status_code, error=req.error, created=req.created)
+        status_code=req.status_code, error=req.error, created=req.created,
+        hidden_states=req.hidden_states[0] if keep_hidden_states and req.hidden_states else None)
 
 
 def supplied_interaction(prompt: str, response: str, performance_feedback: float, interaction_type: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.control import ControlActions, default_actions
 from aphrodite.continuous_learning.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import InteractionFeedback
+from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor
 from aphrodite.continuous_learning.metrics import LearningMetrics
 from aphrodite.continuous_learning.monitor import RequestMonitor
 from aphrodite.continuous_learning.scoring import QualityScorer
@@ -31,6 +33,7 @@ from aphrodite.continuous_learning.store import InteractionStore
 if TYPE_CHECKING:
     from aphrodite.endpoints.hooks import FinishedRequest
 
+logger = logging.getLogger(__name__)
 # Rough per-record sizes for the memory estimate of the small buffers.
 _FEEDBACK_BYTES, _SCORE_BYTES = 300, 32
 
@@ -48,8 +51,11 @@ class ContinuousLearningSystem:
         self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
         self.store = store or SQLiteInteractionStore(config.store_path)
         self.scorer = scorer or QualityScorer()
+        self.quality_predictor = LearnedQualityPredictor(config) if config.quality_predictor == "reservoir" else None
+        if self.quality_predictor is not None:
+            self.scorer.set_predictor(self.quality_predictor)
         self.collector = ServerSideDataCollector(config, self.store, self.scorer, self.metrics, self.feedback,
-                                                 self.failures)
+                                                 self.failures, self.quality_predictor)
         self.monitor = RequestMonitor(self.metrics, self.feedback if config.enable_performance_feedback else None)
         self.processor = BackgroundLearningProcessor(self)
         self.actions: ControlActions = default_actions()
@@ -71,6 +77,11 @@ class ContinuousLearningSystem:
     def capturing(self) -> bool:
         return self.state.enabled and self.config.enable_user_interactions
 
+    @property
+    def wants_hidden_states(self) -> bool:
+        """``RequestObserver``: ask the engine for hidden states while the quality predictor can use them."""
+        return self.quality_predictor is not None and self.capturing
+
     def on_request_finished(self, request: FinishedRequest) -> None:
         """``RequestObserver``: capture a finished completion or chat request. Never blocks."""
         if self.capturing:
@@ -89,6 +100,8 @@ class ContinuousLearningSystem:
     async def stop(self) -> None:
         """Stop the background loop, write what is queued, close the store."""
         await self.processor.stop()
+        if self.quality_predictor is not None:
+            self.collector.writer.submit(self._save_quality_predictor)
         self.collector.writer.submit(self.store.close)
         await asyncio.to_thread(self.collector.writer.stop)
         self.started = False
@@ -126,7 +139,8 @@ class ContinuousLearningSystem:
     def memory_bytes(self) -> int:
         """Estimated bytes held by the in-memory buffers."""
         return (self.collector.recent.approx_bytes + _FEEDBACK_BYTES * len(self.feedback)
-                + _SCORE_BYTES * len(self.collector.quality_scores()))
+                + _SCORE_BYTES * len(self.collector.quality_scores())
+                + (self.quality_predictor.approx_bytes if self.quality_predictor is not None else 0))
 
     @property
     def total_interactions(self) -> int:
@@ -138,7 +152,15 @@ class ContinuousLearningSystem:
     def _open_store(self) -> dict[str, Any]:
         self.store.open()
         self.collector.load_counts()
+        if self.quality_predictor is not None:
+            self.quality_predictor.load()
         return self.store.load_state()
+
+    def _save_quality_predictor(self) -> None:
+        try:
+            self.quality_predictor.save()  # type: ignore[union-attr]
+        except Exception:  # shutdown goes on; the previous save (every few labels) is still there
+            logger.exception("saving the quality predictor failed")
 
     def _save_state(self) -> None:
         self.store.save_state(self.state.to_dict())
@@ -158,3 +180,8 @@ class ContinuousLearningSystem:
           lambda: float(self.collector.writer.queue_depth))
         g("memory_bytes", "Estimated bytes held by the in-memory learning buffers.", lambda: float(self.memory_bytes()))
         g("recent_failures", "Failures within the failure window.", lambda: float(self.failures.recent()))
+        q = self.quality_predictor
+        g("quality_predictor_weight", "Weight in [0, 1] of the learned quality predictor: its measured skill "
+          "on explicit feedback (0 when disabled or not yet skilful).", lambda: q.accuracy if q else 0.0)
+        g("quality_predictor_labels", "Explicit labels the learned quality predictor has learned from.",
+          lambda: float(q.labels_seen) if q else 0.0)
