@@ -108,7 +108,16 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     assert result.perplexity == pytest.approx(vocab)
 
 
-def test_heldout_perplexity_with_transformers_matches_eval_json():
+@pytest.fixture
+def one_thread():
+    # A 5M-parameter model gains nothing from threads, and on a shared CPU extra threads wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_heldout_perplexity_with_transformers_matches_eval_json(one_thread):
     transformers = pytest.importorskip("transformers")
     model = transformers.LlamaForCausalLM.from_pretrained(CHECKPOINT_DIR, dtype=torch.float32).eval()
     recorded = read_eval_json()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,8 +108,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_loop(model, stream: torch.Tensor, cfg: TrainConfig) -> list[float]:
-    """Train on random windows of ``stream``; returns the loss of every step."""
+def train_loop(model, stream: torch.Tensor, cfg: TrainConfig) -> tuple[list[float], list[float]]:
+    """Train on random windows of ``stream``; returns the loss and the wall seconds of every step."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -116,9 +117,11 @@ def train_loop(model, stream: torch.Tensor, cfg: TrainConfig) -> list[float]:
     gen = torch.Generator().manual_seed(cfg.seed)
     offsets = torch.arange(cfg.seq_len)
     losses: list[float] = []
+    seconds: list[float] = []
     model.train()
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     for step in bar:
+        tick = time.perf_counter()
         starts = torch.randint(0, len(stream) - cfg.seq_len, (cfg.batch_size,), generator=gen)
         batch = stream[starts[:, None] + offsets]  # (B, T)
         for group in opt.param_groups:
@@ -129,9 +132,10 @@ def train_loop(model, stream: torch.Tensor, cfg: TrainConfig) -> list[float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        seconds.append(time.perf_counter() - tick)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", refresh=False)
     model.eval()
-    return losses
+    return losses, seconds
 
 
 def save_checkpoint(model, out: Path) -> None:
@@ -158,14 +162,15 @@ def run(cfg: TrainConfig) -> dict:
     stream = pack(tokenizer, corpus.train)
     model = build_model(cfg, tokenizer.get_vocab())
     train_started = time.perf_counter()
-    losses = train_loop(model, stream, cfg)
+    losses, step_seconds = train_loop(model, stream, cfg)
     train_seconds = time.perf_counter() - train_started
     save_checkpoint(model, out)
     report = {
         "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
         "corpus_tokens": len(stream), "documents": len(corpus.train),
         "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len, "train_seconds": train_seconds,
-        "prepare_seconds": train_started - started, "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "prepare_seconds": train_started - started, "median_step_seconds": statistics.median(step_seconds),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "threads": cfg.threads, "cpu": _cpu_name(),
     }
     return evaluate_and_document(model, out, Path(cfg.data_dir), report)
