@@ -27,11 +27,22 @@ from aphrodite.engine.sampling_params import SamplingParams  # noqa: E402
 from aphrodite.engine.scheduler import SchedulerConfig  # noqa: E402
 
 
-def workload(n: int, vocab: int, seed: int, prompt_range: tuple[int, int],
+WORDS = ("the model server learns from every request and answers questions about cats dogs rivers numbers "
+         "colours cities music books science history weather what is why how does a an of to in").split()
+
+
+def workload(n: int, tokenizer, seed: int, prompt_range: tuple[int, int],
              output_range: tuple[int, int]) -> list[tuple[list[int], int]]:
+    """Seeded prompts of English words cut to a drawn token length, with a drawn output length each."""
     rng = random.Random(seed)
-    return [([rng.randrange(10, vocab) for _ in range(rng.randint(*prompt_range))], rng.randint(*output_range))
-            for _ in range(n)]
+    work = []
+    for _ in range(n):
+        length = rng.randint(*prompt_range)
+        ids: list[int] = []
+        while len(ids) < length:
+            ids += tokenizer.encode(" ".join(rng.choice(WORDS) for _ in range(16)), add_special_tokens=False)
+        work.append((ids[:length], rng.randint(*output_range)))
+    return work
 
 
 def run_ours(model_dir: Path, work, batch: int, device: str, dtype: str) -> float:
@@ -85,14 +96,17 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.random_1b:
         model_dir = random_llama(hidden=2048, layers=16, heads=32, kv_heads=8, inter=8192, vocab=32000)
     else:
         model_dir = Path(args.model) if args.model else builtin_model_dir()
-    from aphrodite.modeling.config import ModelConfig
-    vocab = ModelConfig.from_pretrained(model_dir).vocab_size
-    work = workload(args.num_requests, vocab, args.seed, tuple(args.prompt_len), tuple(args.output_len))
+    from aphrodite.modeling.tokenizer import Tokenizer
+    work = workload(args.num_requests, Tokenizer(model_dir), args.seed, tuple(args.prompt_len),
+                    tuple(args.output_len))
     out_tokens = sum(n for _, n in work)
     ours = run_ours(model_dir, work, args.batch_size, args.device, args.dtype)
     theirs = run_transformers(model_dir, work, args.batch_size, args.device, args.dtype)

@@ -54,6 +54,39 @@ def _top_k_top_p(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
+# Candidates kept for top-k / top-p: an LM's top 256 tokens nearly always hold the top-p mass, so a partial
+# top-k replaces the full-vocabulary sort; rows where they do not fall back to the exact full sort.
+_CANDIDATES = 256
+
+
+def _draw(weights: torch.Tensor, seqs: list[Sequence], index: torch.Tensor | None, vocab: int) -> torch.Tensor:
+    """argmax(w / E), E ~ Exp(1): a categorical draw per row. Seeded rows draw E over the whole vocabulary
+    from their own generator, so their result does not depend on the batch or on the candidate path."""
+    noise = torch.empty_like(weights).exponential_()
+    for i, seq in enumerate(seqs):
+        if seq.generator is not None and not seq.params.greedy:
+            full = torch.empty(vocab).exponential_(generator=seq.generator)
+            noise[i] = full if index is None else full[index[i]]
+    return (weights / noise).argmax(-1)
+
+
+def _sample_candidates(scaled: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor | None:
+    """Top-k / top-p sampling over the top candidates; None if some row needs more than them."""
+    B, V = scaled.shape
+    k = min(V, _CANDIDATES)
+    top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else V for s in seqs])
+    top_p = torch.tensor([s.params.top_p for s in seqs], dtype=scaled.dtype)
+    values, index = scaled.topk(k, dim=-1)  # sorted, descending
+    probs = (values - scaled.logsumexp(-1, keepdim=True)).exp()  # true probabilities of the candidates
+    covered = (top_k <= k) | (probs.sum(-1) >= top_p)
+    if not bool(covered.all()):
+        return None
+    ranks = torch.arange(k)[None, :]
+    drop = (ranks >= top_k[:, None]) | ((probs.cumsum(-1) - probs) >= top_p[:, None])
+    chosen = _draw(probs.masked_fill(drop, 0.0), seqs, index, V)
+    return index.gather(1, chosen[:, None]).squeeze(1)
+
+
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
     """logits (B, V) float32 on the model's device -> one token per row."""
     logits = logits.float().cpu()
@@ -67,14 +100,13 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
     if not bool(greedy.all()):
         temps = torch.tensor([1.0 if s.params.greedy else s.params.temperature for s in seqs])[:, None]
         scaled = logits / temps
-        if any(s.params.top_k > 0 or s.params.top_p < 1.0 for s in seqs):
-            scaled = _top_k_top_p(scaled, seqs)
-        probs = scaled.softmax(-1)
-        noise = torch.empty_like(probs).exponential_()
-        for i, seq in enumerate(seqs):
-            if seq.generator is not None and not seq.params.greedy:
-                noise[i].exponential_(generator=seq.generator)
-        drawn = (probs / noise).argmax(-1)
+        drawn = None
+        if all(s.params.top_k > 0 or s.params.top_p < 1.0 for s in seqs):
+            drawn = _sample_candidates(scaled, seqs)
+        if drawn is None:
+            if any(s.params.top_k > 0 or s.params.top_p < 1.0 for s in seqs):
+                scaled = _top_k_top_p(scaled, seqs)
+            drawn = _draw(scaled.softmax(-1), seqs, None, scaled.shape[1])
         token_ids = torch.where(greedy, token_ids, drawn)
 
     ids = token_ids.tolist()
