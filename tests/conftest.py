@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when its module is first imported, which may
+# happen in any test folder (the learning tests import the reservoir): set it before any test module loads.
+# CPU-only machines run the kernels in the interpreter; a CUDA machine compiles them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.tiny_checkpoints import make_checkpoint
 
