@@ -94,7 +94,7 @@ class LearnedQualityPredictor:
             preds = (model.readout.run(feats)[:, 0].clamp(0.0, 1.0).tolist() if model.readout.W is not None
                      else [None] * len(taken))
         for (rid, _), feat, pred in zip(taken, feats.float(), preds):
-            self._held[rid] = (feat, pred)
+            self._held[rid] = (feat.clone(), pred)  # a row of its own: a view would pin the whole batch
             self._held.move_to_end(rid)
         while len(self._held) > self.config.quality_predictor_max_held:
             self._held.popitem(last=False)
