@@ -1,8 +1,10 @@
 """Turns a batch of logits into next tokens, honouring each row's own sampling parameters.
 
-All rows are processed together; the only per-row loop is the random draw for seeded requests, which uses
-the request's own generator so its output does not depend on what else is in the batch. Sampling uses the
-exponential-race form of the categorical draw (argmax of p / E, E ~ Exp(1)).
+All rows are processed together; the only per-row loop is the uniform draw of seeded requests, which uses
+the request's own generator so their output does not depend on what else is in the batch. A draw inverts the
+CDF (cumsum + searchsorted); top-k masks below each row's k-th probability; top-p samples the nucleus by
+rejection instead of sorting the vocabulary (see ``_draw_top_p``). Top-p applies to the top-k-renormalised
+distribution, as in vLLM.
 """
 
 from __future__ import annotations
@@ -41,50 +43,53 @@ def _apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor
     return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 
 
-def _top_k_top_p(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-    V = logits.shape[1]
-    top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else V for s in seqs])
-    top_p = torch.tensor([s.params.top_p for s in seqs], dtype=logits.dtype)
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    ranks = torch.arange(V)[None, :]
-    drop = ranks >= top_k[:, None]
-    probs = sorted_logits.softmax(-1)
-    drop |= (probs.cumsum(-1) - probs) >= top_p[:, None]  # keep the smallest prefix reaching top_p
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
+def _top_k_mask(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Zero every probability below each row's k-th largest (rows with top_k <= 0 untouched)."""
+    ks = torch.tensor([s.params.top_k if 0 < s.params.top_k < probs.shape[1] else 0 for s in seqs])
+    if not bool((ks > 0).any()):
+        return probs
+    top = probs.topk(int(ks.max()), dim=-1).values  # (B, kmax), descending
+    kth = top.gather(1, (ks.clamp(min=1) - 1)[:, None])  # (B, 1)
+    return torch.where((ks[:, None] > 0) & (probs < kth), torch.zeros_like(probs), probs)
 
 
-# Candidates kept for top-k / top-p: an LM's top 256 tokens nearly always hold the top-p mass, so a partial
-# top-k replaces the full-vocabulary sort; rows where they do not fall back to the exact full sort.
-_CANDIDATES = 256
-
-
-def _draw(weights: torch.Tensor, seqs: list[Sequence], index: torch.Tensor | None, vocab: int) -> torch.Tensor:
-    """argmax(w / E), E ~ Exp(1): a categorical draw per row. Seeded rows draw E over the whole vocabulary
-    from their own generator, so their result does not depend on the batch or on the candidate path."""
-    noise = torch.empty_like(weights).exponential_()
+def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """One categorical draw per row by inverting the CDF (rows need not be normalised). Seeded rows take their
+    uniform from their own generator, so their tokens do not depend on what else is in the batch."""
+    cdf = probs.cumsum(-1)  # (B, V)
+    u = torch.rand(len(seqs))
     for i, seq in enumerate(seqs):
-        if seq.generator is not None and not seq.params.greedy:
-            full = torch.empty(vocab).exponential_(generator=seq.generator)
-            noise[i] = full if index is None else full[index[i]]
-    return (weights / noise).argmax(-1)
+        if seq.generator is not None:
+            u[i] = torch.rand(1, generator=seq.generator)
+    target = (u * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[1] - 1).squeeze(1)
 
 
-def _sample_candidates(scaled: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor | None:
-    """Top-k / top-p sampling over the top candidates; None if some row needs more than them."""
-    B, V = scaled.shape
-    k = min(V, _CANDIDATES)
-    top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else V for s in seqs])
-    top_p = torch.tensor([s.params.top_p for s in seqs], dtype=scaled.dtype)
-    values, index = scaled.topk(k, dim=-1)  # sorted, descending
-    probs = (values - scaled.logsumexp(-1, keepdim=True)).exp()  # true probabilities of the candidates
-    covered = (top_k <= k) | (probs.sum(-1) >= top_p)
-    if not bool(covered.all()):
-        return None
-    ranks = torch.arange(k)[None, :]
-    drop = (ranks >= top_k[:, None]) | ((probs.cumsum(-1) - probs) >= top_p[:, None])
-    chosen = _draw(probs.masked_fill(drop, 0.0), seqs, index, V)
-    return index.gather(1, chosen[:, None]).squeeze(1)
+def _draw_top_p(probs: torch.Tensor, seqs: list[Sequence], tries: int = 8) -> torch.Tensor:
+    """Sample from the top-p nucleus of each row without sorting the vocabulary.
+
+    Rejection sampling: draw from the whole (top-k-masked) distribution and accept a token when the mass of
+    strictly more probable tokens is below top_p, i.e. when it lies in the nucleus. Conditioning on the nucleus
+    gives exactly the renormalised nucleus distribution; it is accepted with probability >= top_p per try.
+    Rows still rejected after ``tries`` fall back to the exact sort.
+    """
+    top_p = torch.tensor([s.params.top_p for s in seqs], dtype=probs.dtype)
+    total = probs.sum(-1)
+    tokens = _draw(probs, seqs)
+    rows = torch.arange(len(seqs))
+    for _ in range(tries):
+        p_tok = probs[rows, tokens[rows]]
+        above = (probs[rows] * (probs[rows] > p_tok[:, None])).sum(-1)
+        rows = rows[above >= top_p[rows] * total[rows]]
+        if rows.numel() == 0:
+            return tokens
+        tokens[rows] = _draw(probs[rows], [seqs[i] for i in rows.tolist()])
+    for i in rows.tolist():  # exact fallback: sort this row
+        sorted_p, order = probs[i].sort(descending=True)
+        keep = (sorted_p.cumsum(0) - sorted_p) < top_p[i] * total[i]
+        nucleus = torch.zeros_like(probs[i]).scatter_(0, order, sorted_p * keep)
+        tokens[i] = _draw(nucleus[None], [seqs[i]])[0]
+    return tokens
 
 
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
@@ -99,14 +104,11 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
     token_ids = logits.argmax(-1)
     if not bool(greedy.all()):
         temps = torch.tensor([1.0 if s.params.greedy else s.params.temperature for s in seqs])[:, None]
-        scaled = logits / temps
-        drawn = None
-        if all(s.params.top_k > 0 or s.params.top_p < 1.0 for s in seqs):
-            drawn = _sample_candidates(scaled, seqs)
-        if drawn is None:
-            if any(s.params.top_k > 0 or s.params.top_p < 1.0 for s in seqs):
-                scaled = _top_k_top_p(scaled, seqs)
-            drawn = _draw(scaled.softmax(-1), seqs, None, scaled.shape[1])
+        probs = _top_k_mask((logits / temps).softmax(-1), seqs)  # (B, V)
+        if any(s.params.top_p < 1.0 for s in seqs):
+            drawn = _draw_top_p(probs, seqs)
+        else:
+            drawn = _draw(probs, seqs)
         token_ids = torch.where(greedy, token_ids, drawn)
 
     ids = token_ids.tolist()
