@@ -104,7 +104,8 @@ def http_comparison(args: argparse.Namespace, model_dir: str) -> dict[str, dict]
                                                                                    "/v1/models": []}}
                                 for name in ("off", "on")}
     with RemoteServer(["--model", model_dir, "--max-model-len", "256", "--enable-continuous-learning",
-                       "--learning-dir", learning_dir]) as server:
+                       "--learning-dir", learning_dir,
+                       "--learning-quality-predictor", args.quality_predictor]) as server:
         def switch(name: str) -> None:
             r = httpx.post(server.url + "/v1/learning/control", json={"action": "enable" if name == "on" else "disable"})
             assert r.status_code == 200, r.text
@@ -265,6 +266,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="rounds per server, alternating")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--calls", type=int, default=20_000, help="in-process calls for the added-cost measure")
+    ap.add_argument("--quality-predictor", default="reservoir", choices=("reservoir", "none"),
+                    help="the server's learned quality predictor (reservoir: hidden states flow with capture on)")
     args = ap.parse_args()
     model_dir = args.model
     if model_dir is None:
@@ -286,6 +289,7 @@ def main() -> None:
     ok = lambda good: "yes" if good else "NO"  # noqa: E731
 
     print(f"machine: {machine()}")
+    print(f"quality predictor: {args.quality_predictor}")
     print(f"load: {args.rounds} alternating rounds x {args.requests} requests per condition, concurrency "
           f"{args.concurrency}, {args.max_tokens} tokens each, half non-streamed completions, half streamed chat")
     print(f"per-round throughput ratios on/off: {', '.join(f'{r:.3f}' for r in ratios)}")
