@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from aphrodite.continuous_learning import ContinuousLearningSystem, ServerSideConfig
 from aphrodite.endpoints.hooks import FinishedRequest
 from aphrodite.endpoints.openai.continuous_learning_routes import attach_continuous_learning
-from aphrodite.endpoints.openai.errors import install_error_handlers
+from aphrodite.endpoints.openai.api_server import app_shell
 
 _ids = itertools.count(1)
 
@@ -61,22 +60,7 @@ def config(tmp_path: Path, **overrides: Any) -> ServerSideConfig:
 def bare_app(cfg: ServerSideConfig | None, engine: FakeEngine | None = None) -> FastAPI:
     """An app wired as the real ``build_app`` wires it, with a stand-in completions route."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        for part in app.state.lifecycle:
-            await part.start()
-        try:
-            yield
-        finally:
-            for part in reversed(app.state.lifecycle):
-                await part.stop()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.engine = engine or FakeEngine()
-    app.state.request_observers = []
-    app.state.metrics_registry = CollectorRegistry()
-    app.state.lifecycle = []
-    install_error_handlers(app)
+    app = app_shell(engine or FakeEngine(), CollectorRegistry())
 
     @app.post("/v1/completions")
     async def completions() -> dict:

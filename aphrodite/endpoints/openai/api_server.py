@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import hmac
 import logging
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -30,25 +31,8 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     learning_cfg = learning_config_from_args(args)
     registry = CollectorRegistry()
     engine = AsyncEngine(LLMEngine(load_cfg, cache_cfg, sched_cfg, registry=registry))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        engine.start()
-        for part in app.state.lifecycle:
-            await part.start()
-        try:
-            yield
-        finally:
-            for part in reversed(app.state.lifecycle):
-                await part.stop()
-            await engine.shutdown()
-
-    app = FastAPI(title="Aphrodite Echo", lifespan=lifespan)
-    app.state.engine = engine
-    app.state.request_observers = []
-    app.state.metrics_registry = registry
-    app.state.lifecycle = []
-    install_error_handlers(app)
+    app = app_shell(engine, registry)
+    app.state.lifecycle.append(_EngineLoop(engine))  # first in, so it starts first and stops last
     _add_routes(app, engine)
     if server_cfg.api_key:
         _require_api_key(app, server_cfg.api_key)
@@ -57,6 +41,45 @@ def build_app(args: argparse.Namespace) -> FastAPI:
 
         attach_continuous_learning(app, engine, learning_cfg)
     return app
+
+
+def app_shell(engine: Any, registry: CollectorRegistry) -> FastAPI:
+    """The app every layer builds on: the shared state (engine, request observers, metrics registry,
+    lifecycle parts), OpenAI-shaped errors, and a lifespan that starts ``app.state.lifecycle`` in order and
+    stops it in reverse."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        started = []
+        try:
+            for part in app.state.lifecycle:
+                await part.start()
+                started.append(part)
+            yield
+        finally:
+            for part in reversed(started):
+                await part.stop()
+
+    app = FastAPI(title="Aphrodite Echo", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.request_observers = []
+    app.state.metrics_registry = registry
+    app.state.lifecycle = []
+    install_error_handlers(app)
+    return app
+
+
+class _EngineLoop:
+    """Starts the engine thread with the app and stops it after everything that uses it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def start(self) -> None:
+        self.engine.start()
+
+    async def stop(self) -> None:
+        await self.engine.shutdown()
 
 
 def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
