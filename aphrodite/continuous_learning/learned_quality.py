@@ -91,8 +91,8 @@ class LearnedQualityPredictor:
         taken = [(rid, hs) for rid, hs in taken if hs.shape[1] == model.cfg.input_dim]
         with one_torch_thread():
             feats = model.features([hs for _, hs in taken])  # (n, 2F) float64
-            preds = (model.readout.run(feats)[:, 0].clamp(0.0, 1.0).tolist() if model.readout.W is not None
-                     else [None] * len(taken))
+            pred = model.predict_features(feats)
+            preds = pred.tolist() if pred is not None else [None] * len(taken)
         for (rid, _), feat, pred in zip(taken, feats.float(), preds):
             self._held[rid] = (feat.clone(), pred)  # a row of its own: a view would pin the whole batch
             self._held.move_to_end(rid)
@@ -113,13 +113,8 @@ class LearnedQualityPredictor:
             self.labels_unmatched += 1
             return False
         model = self.model
-        x = held[0].double()[None]  # (1, 2F)
-        y = torch.tensor([[label]], dtype=torch.float64)
-        with one_torch_thread():
-            trained = model.readout.W is not None
-            prior = model.readout.partial_fit(x, y)  # (1, 1) predictions made before learning the label
-            if trained:  # an untrained readout has made no prediction to score
-                model.accuracy.update(prior[:, 0].clamp(0.0, 1.0), y[:, 0])
+        with one_torch_thread():  # scores the prediction made before the label, then learns it
+            model.partial_fit_features(held[0].double()[None], [label])
         self._refresh()
         self._labels_since_save += 1
         if self._labels_since_save >= self.config.quality_predictor_save_every:

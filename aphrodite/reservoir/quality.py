@@ -105,24 +105,30 @@ class ReservoirQualityPredictor(Checkpointable):
         mean = states.sum(1) / batch.lengths.to(states.device).clamp(min=1)[:, None]
         return torch.cat([final, mean], dim=1).double()
 
-    def _raw(self, feats: torch.Tensor) -> torch.Tensor:
+    def predict_features(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """(n,) float64 qualities in [0, 1] from :meth:`features` rows; None while the readout is untrained."""
         if self.readout.W is None:
-            return torch.full((feats.shape[0],), 0.5, dtype=torch.float64)  # untrained: no opinion
-        return self.readout.run(feats)[:, 0].cpu()
+            return None
+        return self.readout.run(feats)[:, 0].cpu().clamp(0.0, 1.0)
+
+    def partial_fit_features(self, feats: torch.Tensor, labels: Sequence[float] | torch.Tensor) -> None:
+        """Score the current predictions for these feature rows against ``labels``, then learn them."""
+        y = torch.as_tensor(labels, dtype=torch.float64).reshape(-1)
+        if len(y) != feats.shape[0] or not bool(((y >= 0) & (y <= 1)).all()):
+            raise ValueError("need one label in [0, 1] per response")
+        prior = self.predict_features(feats)
+        if prior is not None:  # an untrained readout has made no prediction to score
+            self.accuracy.update(prior, y)
+        self.readout.partial_fit(feats.double(), y[:, None].to(feats.device))
 
     def predict(self, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(n,) float32 predicted qualities in [0, 1]."""
-        return self._raw(self.features(seqs)).clamp(0.0, 1.0).float()
+        """(n,) float32 predicted qualities in [0, 1] (0.5, no opinion, while untrained)."""
+        pred = self.predict_features(self.features(seqs))
+        return torch.full((len(seqs),), 0.5) if pred is None else pred.float()
 
     def partial_fit(self, seqs: Sequence[torch.Tensor], labels: Sequence[float] | torch.Tensor) -> None:
         """Score the current predictions for these responses against ``labels``, then learn them."""
-        y = torch.as_tensor(labels, dtype=torch.float64).reshape(-1)
-        if len(y) != len(seqs) or not bool(((y >= 0) & (y <= 1)).all()):
-            raise ValueError("need one label in [0, 1] per sequence")
-        feats = self.features(seqs)
-        if self.readout.W is not None:  # an untrained readout has made no prediction to score
-            self.accuracy.update(self._raw(feats).clamp(0.0, 1.0), y)
-        self.readout.partial_fit(feats, y[:, None].to(feats.device))
+        self.partial_fit_features(self.features(seqs), labels)
 
     @property
     def weight(self) -> float:
