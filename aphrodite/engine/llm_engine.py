@@ -191,12 +191,12 @@ class LLMEngine:
         if not sched.is_empty:
             result = self.runner.execute(sched.seqs, sched.is_prefill)
             outputs = self._process_outputs(sched, result)
-        if self.metrics is not None:
+        self._safe_point()
+        if self.metrics is not None:  # after the safe point, so aborts show in the gauges at once
             prompt_tokens = sum(s.num_tokens for s in sched.seqs) if sched.is_prefill else 0
             used = 1 - self.blocks.num_free_blocks / max(1, self.blocks.num_blocks - 1)
             self.metrics.observe_step(len(self.scheduler.running), len(self.scheduler.waiting), used,
                                       prompt_tokens, outputs, self.scheduler.num_preemptions - preempted_before)
-        self._safe_point()
         return outputs
 
     def _process_outputs(self, sched: SchedulerOutput, result: StepResult) -> list[RequestOutput]:

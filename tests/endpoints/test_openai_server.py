@@ -176,3 +176,26 @@ def test_observers_asking_for_hidden_states_get_them(tiny_model_dir) -> None:
     (req,) = rec.seen
     assert req.response_id == r.json()["id"] and len(req.hidden_states) == 2
     assert all(tuple(h.shape) == (5, 16) for h in req.hidden_states)
+
+
+def test_client_disconnect_aborts_the_request_and_frees_the_batch(server) -> None:
+    import re
+    import time
+
+    def metric(pattern: str) -> float:
+        m = re.search(pattern + r" (\S+)$", httpx.get(server.url + "/metrics").text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    running = r'^aphrodite:num_requests_running\{[^}]*\}'
+    finished = r'^aphrodite:request_success_total\{finished_reason="length"[^}]*\}'
+    finished_before = metric(finished)
+    body = {"prompt": "Hello", "max_tokens": 120, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # generation has started; leave mid-stream
+    deadline = time.monotonic() + 10
+    while metric(running) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(running) == 0
+    assert metric(finished) == finished_before  # it was aborted, not run to its 120 tokens
