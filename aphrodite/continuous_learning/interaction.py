@@ -6,6 +6,7 @@ ids stay in memory only until the store has them.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -66,6 +67,9 @@ class Interaction:
     """Latest user feedback on this response, in [-1, 1]."""
     quality_score: float | None = None
     """Score in [0, 1] from the quality scorer; None until scored."""
+    model_confidence: float | None = None
+    """The model's own confidence in the first choice: the geometric mean probability of its sampled tokens,
+    exp(mean log-probability), in (0, 1]; None when unknown (supplied examples)."""
     hidden_states: Any = None
     """The first choice's projected hidden states, a (T, d) tensor, from capture until the store writer has
     run them through the quality predictor; never stored, never kept longer."""
@@ -121,7 +125,13 @@ def interaction_from_finished(req: FinishedRequest, keep_hidden_states: bool = F
         ttft_ms=None if req.ttft_s is None else req.ttft_s * 1000.0, total_ms=req.total_s * 1000.0,
         weight_version=req.weight_version, sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
         status_code=req.status_code, error=req.error, created=req.created,
+        model_confidence=_confidence(req.mean_logprobs),
         hidden_states=req.hidden_states[0] if keep_hidden_states and req.hidden_states else None)
+
+
+def _confidence(mean_logprobs: list[float | None] | None) -> float | None:
+    first = mean_logprobs[0] if mean_logprobs else None
+    return None if first is None else math.exp(first)
 
 
 def supplied_interaction(prompt: str, response: str, performance_feedback: float, interaction_type: str,

@@ -41,6 +41,8 @@ class FinishedRequest:
     error: str | None = None
     api_key_hash: str | None = None
     """sha256 hex of the bearer token, never the token itself."""
+    mean_logprobs: list[float | None] | None = None
+    """Per choice, the mean log-probability of its sampled tokens (None for a choice with no tokens)."""
     hidden_states: list[Any] | None = None
     """Per choice, projected final hidden states of the generated tokens, when the engine was asked for them."""
     created: float = field(default_factory=time.time)

@@ -208,8 +208,7 @@ class LLMEngine:
             if sched.is_prefill and seq.params.max_tokens == 0:
                 seq.finish_reason = "length"  # scoring only: the prompt's log-probabilities are the answer
             else:
-                lp = samples.logprobs[i] if samples.logprobs is not None else None
-                append_token(seq, samples.token_ids[i], lp, samples.top_logprobs[i], self.eos_ids,
+                append_token(seq, samples.token_ids[i], samples.logprobs[i], samples.top_logprobs[i], self.eos_ids,
                              self.max_model_len)
                 if i in result.hidden_states and seq.hidden_states is not None:
                     seq.hidden_states.append(result.hidden_states[i])

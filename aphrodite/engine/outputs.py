@@ -21,7 +21,8 @@ class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
-    cumulative_logprob: float | None
+    cumulative_logprob: float
+    """Sum of the sampled tokens' log-probabilities (always tracked)."""
     logprobs: list[TopLogprobs] | None
     sampled_logprobs: list[float] | None
     finish_reason: str | None = None
@@ -55,7 +56,7 @@ class RequestOutput:
     extra: dict = field(default_factory=dict)
 
 
-def append_token(seq: Sequence, token_id: int, logprob: float | None, top: TopLogprobs | None,
+def append_token(seq: Sequence, token_id: int, logprob: float, top: TopLogprobs | None,
                  eos_ids: set[int], max_model_len: int) -> None:
     """Add a sampled token to ``seq``, extend its text, and mark it finished if a stop condition holds."""
     now = time.monotonic()
@@ -63,11 +64,10 @@ def append_token(seq: Sequence, token_id: int, logprob: float | None, top: TopLo
         seq.first_token_time = now
     seq.last_token_time = now
     seq.output_token_ids.append(token_id)
-    if logprob is not None:
-        seq.cumulative_logprob += logprob
-        if seq.logprobs is not None:
-            seq.sampled.append(logprob)
-            seq.logprobs.append({token_id: logprob, **(top or {})})
+    seq.cumulative_logprob += logprob
+    if seq.logprobs is not None:
+        seq.sampled.append(logprob)
+        seq.logprobs.append({token_id: logprob, **(top or {})})
     piece = seq.decoder.step(token_id)
     seq.output_text += piece
     params = seq.params
@@ -109,7 +109,7 @@ def make_output(seq: Sequence, weight_version: int) -> RequestOutput:
     hidden = torch.stack(seq.hidden_states) if finished and seq.hidden_states else None
     out = CompletionOutput(
         index=0, text=visible_text(seq, finished), token_ids=list(seq.output_token_ids),
-        cumulative_logprob=seq.cumulative_logprob if seq.logprobs is not None else None,
+        cumulative_logprob=seq.cumulative_logprob,
         logprobs=list(seq.logprobs) if seq.logprobs is not None else None,
         sampled_logprobs=list(seq.sampled) if seq.logprobs is not None else None,
         finish_reason=seq.finish_reason, stop_reason=seq.stop_reason, hidden_states=hidden)

@@ -21,7 +21,7 @@ class SampleResult:
     """Per row: the chosen token, its log-probability, and the top-N alternatives if asked for."""
 
     token_ids: list[int]
-    logprobs: list[float] | None
+    logprobs: list[float]
     top_logprobs: list[TopLogprobs | None]
 
 
@@ -97,8 +97,7 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
     logits = logits.float().cpu()
     if any(s.params.needs_penalties for s in seqs):
         logits = _apply_penalties(logits, seqs)
-    want_logprobs = any(s.params.logprobs is not None for s in seqs)
-    raw_logprobs = logits.log_softmax(-1) if want_logprobs else None
+    lse = logits.logsumexp(-1, keepdim=True)  # (B, 1): log-probabilities are logits - lse
 
     greedy = torch.tensor([s.params.greedy for s in seqs])
     token_ids = logits.argmax(-1)
@@ -112,13 +111,13 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
         token_ids = torch.where(greedy, token_ids, drawn)
 
     ids = token_ids.tolist()
-    if raw_logprobs is None:
-        return SampleResult(ids, None, [None] * len(seqs))
-    chosen = raw_logprobs.gather(1, token_ids[:, None]).squeeze(1).tolist()
+    # the sampled token's log-probability is always kept (cheap: one logsumexp); it gives each response a
+    # confidence signal whether or not the client asked for logprobs
+    chosen = (logits.gather(1, token_ids[:, None]) - lse).squeeze(1).tolist()
     k = max(s.params.logprobs or 0 for s in seqs)
     tops: list[TopLogprobs | None] = [None] * len(seqs)
     if k:
-        values, indices = raw_logprobs.topk(k, dim=-1)
+        values, indices = (logits - lse).topk(k, dim=-1)
         for i, seq in enumerate(seqs):
             n = seq.params.logprobs or 0
             tops[i] = dict(zip(indices[i, :n].tolist(), values[i, :n].tolist()))

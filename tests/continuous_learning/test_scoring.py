@@ -75,3 +75,16 @@ def test_conversion_keeps_prompt_or_messages_not_both():
     assert i.prompt == "What is the capital of France?" and i.messages is None
     chat = interaction(chat=True)
     assert chat.prompt is None and chat.messages[0]["role"] == "user"
+
+
+def test_model_confidence_is_an_implicit_signal():
+    import math
+
+    scorer = QualityScorer()
+    sure = interaction(mean_logprobs=[math.log(0.9)])
+    unsure = interaction(mean_logprobs=[math.log(0.1)])
+    assert sure.model_confidence == pytest.approx(0.9)
+    parts = scorer.explain(unsure)
+    assert parts["confidence"] == pytest.approx(0.1)
+    assert scorer.score(unsure) < scorer.score(sure) < scorer.score(interaction())
+    assert interaction(mean_logprobs=[None]).model_confidence is None

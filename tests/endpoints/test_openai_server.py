@@ -176,6 +176,8 @@ def test_observers_asking_for_hidden_states_get_them(tiny_model_dir) -> None:
     (req,) = rec.seen
     assert req.response_id == r.json()["id"] and len(req.hidden_states) == 2
     assert all(tuple(h.shape) == (5, 16) for h in req.hidden_states)
+    # every choice reports its sampled tokens' mean log-probability, asked for or not
+    assert len(req.mean_logprobs) == 2 and all(lp < 0 for lp in req.mean_logprobs)
 
 
 def test_client_disconnect_aborts_the_request_and_frees_the_batch(server) -> None:

@@ -143,6 +143,7 @@ class OpenAIServing:
             ttft_s=ttft, total_s=time.monotonic() - trace.start, weight_version=self.engine.weight_version,
             sampling_params=_params_dict(params), stream=trace.stream, status_code=status, error=error,
             api_key_hash=trace.api_key_hash,
+            mean_logprobs=[c.cumulative_logprob / len(c.token_ids) if c and c.token_ids else None for c in comps],
             hidden_states=[c.hidden_states for c in comps] if any(c and c.hidden_states is not None
                                                                    for c in comps) else None)
         for obs in self.observers:
