@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import hashlib
 import random
 import re
@@ -132,6 +133,7 @@ def generate_stream(engine: LLMEngine, samples: int, max_tokens: int, extra: int
         interaction = Interaction(f"r{k}", "/v1/chat/completions", [Choice(c.text, (), c.finish_reason)],
                                   prompt=question, completion_tokens=len(c.token_ids))
         mean_logprob = c.cumulative_logprob / max(len(c.token_ids), 1)
+        interaction.model_confidence = math.exp(mean_logprob)  # as the server captures it
         stream.append(Response(qi, source, c.text, int(is_correct(c.text, key_words(question, answer))),
                                c.hidden_states.float(), mean_logprob, interaction))
     return [r for r in stream if r.hidden.shape[0] > 0]
