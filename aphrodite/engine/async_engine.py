@@ -45,6 +45,10 @@ class AsyncEngine:
         return self.engine.tokenizer
 
     @property
+    def model_dir(self):
+        return self.engine.model_dir
+
+    @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
@@ -55,6 +59,10 @@ class AsyncEngine:
     @property
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.errored is None
+
+    def validate_request(self, prompt_token_ids: list[int], params: SamplingParams) -> SamplingParams:
+        """Raise the client's error now (too long, bad ids) rather than mid-stream; returns resolved params."""
+        return self.engine.validate_request(prompt_token_ids, params)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -94,7 +94,7 @@ def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        card = ModelCard(id=engine.model_name, root=str(engine.engine.model_dir), max_model_len=engine.max_model_len)
+        card = ModelCard(id=engine.model_name, root=str(engine.model_dir), max_model_len=engine.max_model_len)
         return JSONResponse(ModelList(data=[card]).model_dump())
 
     @app.post("/v1/completions")

@@ -86,7 +86,7 @@ class OpenAIServing:
                 p = dataclasses.replace(params, n=1, seed=None if params.seed is None else params.seed + j,
                                         stop=list(params.stop), stop_token_ids=list(params.stop_token_ids),
                                         return_hidden_states=hidden)
-                self.engine.engine.validate_request(ids, p)
+                self.engine.validate_request(ids, p)
                 subs.append(SubRequest(len(subs), i, ids, p))
         return subs
 
