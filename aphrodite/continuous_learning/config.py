@@ -77,6 +77,19 @@ class ServerSideConfig:
     """Window in seconds over which recent failures are counted."""
     max_recent_failures: int = 5
     """More failures than this within failure_window_s mark the system degraded (and trigger rollback)."""
+    learner: Literal["none", "lora"] = "lora"
+    """Background learner: ``lora`` trains low-rank deltas on eligible interactions, evaluates each candidate
+    and hot-swaps it into the engine between steps; ``none`` records and scores only."""
+    learner_rank: int = 8
+    """Rank of the LoRA deltas."""
+    learner_alpha: float = 16.0
+    """LoRA scale numerator: the delta is (alpha / rank) * B @ A."""
+    learner_steps: int = 10
+    """Optimizer steps (full passes over the batch) per learning task."""
+    learner_max_examples: int = 64
+    """Most eligible interactions one learning task trains on (the newest)."""
+    learner_max_anchor_regression: float = 0.02
+    """Largest relative rise of the anchor texts' perplexity a candidate may cause and still be promoted."""
     quality_predictor: Literal["none", "reservoir"] = "reservoir"
     """Learned quality predictor: ``reservoir`` runs the generated tokens' hidden states through a DeepTreeESN
     and an online readout trained from explicit feedback, whose prediction enters the quality score as it
@@ -106,8 +119,11 @@ class ServerSideConfig:
         for name in ("max_concurrent_learning_tasks", "min_interactions_for_learning", "max_interaction_buffer",
                      "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions",
                      "quality_predictor_units", "quality_predictor_depth", "quality_predictor_max_held",
-                     "quality_predictor_save_every"):
+                     "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")
+        _check(self.learner_max_anchor_regression >= 0, "learner_max_anchor_regression",
+               self.learner_max_anchor_regression, "must be >= 0")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
         paths = self.monitored_paths

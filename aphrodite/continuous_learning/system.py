@@ -1,8 +1,8 @@
 """``ContinuousLearningSystem``: continuous learning for one server, wired together.
 
 It is the app's request observer (``on_request_finished``), a lifecycle object (``start``/``stop``) and what
-the learning routes and the monitoring middleware talk to. It reaches the engine only to read
-``weight_version``.
+the learning routes and the monitoring middleware talk to. It reaches the engine through its narrow
+learning interface: read ``weight_version``, ``submit_weights``, ``rollback_weights`` (the learner).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aphrodite.continuous_learning.control import ControlActions, default_action
 from aphrodite.continuous_learning.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import InteractionFeedback
 from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor
+from aphrodite.continuous_learning.learner import LoRALearner, rollback, trigger
 from aphrodite.continuous_learning.metrics import LearningMetrics
 from aphrodite.continuous_learning.monitor import RequestMonitor
 from aphrodite.continuous_learning.scoring import QualityScorer
@@ -59,6 +60,11 @@ class ContinuousLearningSystem:
         self.monitor = RequestMonitor(self.metrics, self.feedback if config.enable_performance_feedback else None)
         self.processor = BackgroundLearningProcessor(self)
         self.actions: ControlActions = default_actions()
+        self.learner: LoRALearner | None = None
+        if config.learner == "lora" and hasattr(engine, "submit_weights"):
+            self.learner = self.processor.learner = LoRALearner(self, config)
+            self.actions.register("trigger", "Run the background learning step now.", trigger)
+            self.actions.register("rollback", "Serve the previous weight version.", rollback)
         self.started = False
         self._register_gauges()
 

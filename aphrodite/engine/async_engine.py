@@ -112,6 +112,19 @@ class AsyncEngine:
         self._wake.set()
         return await asyncio.wrap_future(fut)
 
+    @property
+    def model(self):
+        """The served model, for read-only use: a learner's training view shares its base weights."""
+        return self.engine.model
+
+    def weight_deltas(self, version: int | None = None) -> dict:
+        """The LoRA deltas of a kept version (default: the serving one), to continue training from."""
+        return self.engine.weights.deltas(version)
+
+    @property
+    def weight_versions(self) -> list[int]:
+        return self.engine.weights.versions
+
     async def rollback_weights(self, to: int | None = None) -> int:
         fut = self.engine.rollback_weights(to)
         self._wake.set()

@@ -39,6 +39,13 @@ class WeightVersions:
     def versions(self) -> list[int]:
         return list(self._history)
 
+    def deltas(self, version: int | None = None) -> dict[str, LoRADelta]:
+        """The deltas of a kept version (default: the one serving now)."""
+        version = self.version if version is None else version
+        if version not in self._history:
+            raise ValueError(f"weight version {version} is not kept (kept: {list(self._history)})")
+        return dict(self._history[version])
+
     def check(self, deltas: dict[str, LoRADelta]) -> None:
         """Raise ``ValueError`` naming the first delta that does not fit the model."""
         for name, d in deltas.items():

@@ -99,6 +99,7 @@ class OpenAIServingContinuousLearning:
                 "active_learning_tasks": s.processor.active_tasks,
                 "last_background_run": s.processor.last_run,
                 "quality_predictor": s.quality_predictor.report() if s.quality_predictor is not None else None,
+                "learner": s.learner.report() if s.learner is not None else None,
             },
             "system": {
                 "memory_usage_mb": round(s.memory_bytes() / _MB, 3),

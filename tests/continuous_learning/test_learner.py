@@ -1,0 +1,79 @@
+"""The LoRA learner: a learning update changes the weights that serve the next request, measurably, through
+the public API; a candidate that forgets is refused; rollback restores the base weights exactly."""
+
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.interaction import supplied_interaction
+from aphrodite.continuous_learning.learner import LoRALearner
+from aphrodite.engine.async_engine import AsyncEngine
+from aphrodite.engine.config import ModelLoadConfig
+from aphrodite.engine.llm_engine import LLMEngine
+from tests.server_process import RemoteServer
+
+QUESTION = "What is the capital of Zubrovia?"
+ANSWER = "The capital of Zubrovia is Pellmor."  # a made-up fact the built-in model cannot know
+
+
+def answer_nll(url: str) -> float:
+    """Mean negative log-likelihood of ANSWER after QUESTION, scored with echo + logprobs."""
+    prompt = f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    r = httpx.post(url + "/v1/completions", json={"prompt": prompt + ANSWER + "<|im_end|>", "max_tokens": 0,
+                                                  "echo": True, "logprobs": 0})
+    body = r.json()["choices"][0]["logprobs"]
+    n_answer = len(httpx.post(url + "/v1/completions", json={
+        "prompt": ANSWER + "<|im_end|>", "max_tokens": 0, "echo": True, "logprobs": 0}).json()["choices"][0]
+        ["logprobs"]["tokens"])
+    tail = body["token_logprobs"][-n_answer:]
+    return -sum(tail) / len(tail)
+
+
+def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) -> None:
+    args = ["--enable-continuous-learning", "--learning-dir", str(tmp_path), "--learning-min-interactions", "4",
+            "--learning-max-rate", "0.0003", "--learning-background-interval", "3600"]
+    with RemoteServer(args) as server:
+        base = answer_nll(server.url)
+        example = {"prompt": QUESTION, "response": ANSWER, "performance_feedback": 0.95,
+                   "interaction_type": "high_quality_example"}
+        for _ in range(4):
+            assert httpx.post(server.url + "/v1/learning/manual", json=example).status_code == 200
+        r = httpx.post(server.url + "/v1/learning/control", json={"action": "trigger"})
+        assert r.status_code == 200 and "started" in r.json()["message"]
+        deadline = time.monotonic() + 120
+        while httpx.get(server.url + "/v1/learning/status").json()["weight_version"] == 0:
+            assert time.monotonic() < deadline, "no weight version was promoted"
+            time.sleep(0.25)
+        learned = answer_nll(server.url)
+        report = httpx.get(server.url + "/v1/learning/metrics").json()["learning"]["learner"]
+        assert report["promoted"] == 1 and report["last"]["accepted"]
+        assert learned < base - 1.0  # the next request is served by the new weights: the fact got likelier
+        assert (tmp_path / "versions" / "v1.safetensors").is_file()
+
+        r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback"})
+        assert r.status_code == 200
+        deadline = time.monotonic() + 10
+        while httpx.get(server.url + "/v1/learning/status").json()["weight_version"] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert answer_nll(server.url) == pytest.approx(base, abs=1e-5)
+
+
+def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
+    engine = AsyncEngine(LLMEngine(ModelLoadConfig()))  # the built-in model; no loop needed here
+    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=10)
+    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)
+    batch = [supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m") for _ in range(4)]
+    examples = [learner.example(i) for i in batch]
+    # a learning rate 10x too high overfits the batch and damages what the model knew
+    _, ev = learner._train_and_evaluate(examples, {}, 3e-3)
+    assert ev.batch_after < ev.batch_before and not ev.accepted and "forgets" in ev.reason
+    _, ok = learner._train_and_evaluate(examples, {}, 3e-4)
+    assert ok.accepted and ok.anchor_after <= ok.anchor_before + math.log1p(config.learner_max_anchor_regression)
+    assert engine.weight_version == 0  # evaluation alone never touches the served weights
