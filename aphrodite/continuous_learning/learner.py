@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Choice, Interaction
 from aphrodite.continuous_learning.lora_trainer import (Example, attach, default_targets, mean_nll, train_lora,
                                                         trainable_view)
+from aphrodite.engine.weights import LoRADelta
 
 logger = logging.getLogger(__name__)
 _ANCHOR_FILE = Path(__file__).resolve().parents[1] / "modeling" / "builtin" / "data" / "general.jsonl"
@@ -76,6 +78,8 @@ async def rollback(system: Any) -> str:
     if system.engine.weight_version == 0:
         return "Already serving the base weights (version 0); nothing to roll back."
     version = await system.engine.rollback_weights()
+    if system.learner is not None:
+        await asyncio.to_thread(system.learner.record_serving, version)
     return f"Rolled back: weight version {version} serves from the next engine step."
 
 
@@ -134,6 +138,7 @@ class LoRALearner:
         version = max(self.engine.weight_versions + [self._highest_saved()]) + 1
         await asyncio.to_thread(self._save, version, deltas, ev)
         ev.version = await self.engine.submit_weights(version, deltas)
+        await asyncio.to_thread(self.record_serving, version)
         logger.info("promoted weight version %d: batch loss %.3f -> %.3f, anchor loss %.3f -> %.3f", version,
                     ev.batch_before, ev.batch_after, ev.anchor_before, ev.anchor_after)
 
@@ -168,7 +173,7 @@ class LoRALearner:
         cfg, system = self.config, self.system
         if (cfg.enable_rollback_on_failure and self.engine.weight_version > 0
                 and system.failures.recent() + 1 > cfg.max_recent_failures):
-            asyncio.get_running_loop().create_task(self.engine.rollback_weights())
+            asyncio.get_running_loop().create_task(rollback(system))
             logger.warning("too many learning failures: rolling back to the previous weight version")
 
     # -- versions on disk ------------------------------------------------------------------------------------
@@ -181,6 +186,23 @@ class LoRALearner:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, self.versions_dir / f"v{version}.safetensors")
 
+    def record_serving(self, version: int) -> None:
+        """Remember durably which version serves, so a restart serves it again."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.versions_dir / ".serving.json.tmp"
+        tmp.write_text(json.dumps({"version": version}))
+        os.replace(tmp, self.versions_dir / "serving.json")
+
+    async def restore(self) -> int:
+        """At start: hand the engine the version that served before the restart (0 if none); returns it."""
+        marker = self.versions_dir / "serving.json"
+        version = json.loads(marker.read_text())["version"] if marker.is_file() else 0
+        path = self.versions_dir / f"v{version}.safetensors"
+        if version <= 0 or not path.is_file():
+            return 0
+        deltas = await asyncio.to_thread(load_version, path)
+        return await self.engine.submit_weights(version, deltas)
+
     def _highest_saved(self) -> int:
         if not self.versions_dir.is_dir():
             return 0
@@ -192,6 +214,14 @@ class LoRALearner:
         return {"learner": "lora", "candidates": len(self.history),
                 "promoted": sum(1 for e in self.history if e.accepted),
                 "last": None if last is None else {k: v for k, v in vars(last).items()}}
+
+
+def load_version(path: Path) -> dict[str, LoRADelta]:
+    """Read the deltas of a saved version (``v<N>.safetensors``)."""
+    with safe_open(str(path), framework="pt") as f:
+        scales = json.loads(f.metadata()["scale"])
+        return {name: LoRADelta(f.get_tensor(f"{name}.a"), f.get_tensor(f"{name}.b"), scale)
+                for name, scale in scales.items()}
 
 
 def _qa(question: str, answer: str) -> Interaction:

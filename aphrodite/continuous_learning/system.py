@@ -101,6 +101,14 @@ class ContinuousLearningSystem:
         saved = await self.collector.writer.call(self._open_store)
         self.state = LearningState.from_dict(saved)
         self.processor.start()
+        if self.learner is not None:
+            try:
+                version = await self.learner.restore()
+                if version:
+                    logger.info("serving weight version %d again, as before the restart", version)
+            except Exception:  # a damaged version file must not stop the server: serve the base weights
+                logger.exception("could not restore the saved weight version; serving the base weights")
+                self.record_failure("weight version restore failed")
         self.started = True
 
     async def stop(self) -> None:

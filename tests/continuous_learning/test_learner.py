@@ -35,6 +35,13 @@ def answer_nll(url: str) -> float:
     return -sum(tail) / len(tail)
 
 
+def wait_for_version(url: str, version: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(url + "/v1/learning/status").json()["weight_version"] != version:
+        assert time.monotonic() < deadline, f"weight version {version} never served"
+        time.sleep(0.1)
+
+
 def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) -> None:
     args = ["--enable-continuous-learning", "--learning-dir", str(tmp_path), "--learning-min-interactions", "4",
             "--learning-max-rate", "0.0003", "--learning-background-interval", "3600"]
@@ -46,23 +53,23 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
             assert httpx.post(server.url + "/v1/learning/manual", json=example).status_code == 200
         r = httpx.post(server.url + "/v1/learning/control", json={"action": "trigger"})
         assert r.status_code == 200 and "started" in r.json()["message"]
-        deadline = time.monotonic() + 120
-        while httpx.get(server.url + "/v1/learning/status").json()["weight_version"] == 0:
-            assert time.monotonic() < deadline, "no weight version was promoted"
-            time.sleep(0.25)
+        wait_for_version(server.url, 1, timeout=120)
         learned = answer_nll(server.url)
         report = httpx.get(server.url + "/v1/learning/metrics").json()["learning"]["learner"]
         assert report["promoted"] == 1 and report["last"]["accepted"]
         assert learned < base - 1.0  # the next request is served by the new weights: the fact got likelier
         assert (tmp_path / "versions" / "v1.safetensors").is_file()
 
+    with RemoteServer(args) as server:  # a restart serves the promoted version again
+        wait_for_version(server.url, 1, timeout=10)
+        assert answer_nll(server.url) == pytest.approx(learned, abs=1e-4)
         r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback"})
         assert r.status_code == 200
-        deadline = time.monotonic() + 10
-        while httpx.get(server.url + "/v1/learning/status").json()["weight_version"] != 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_version(server.url, 0, timeout=10)
         assert answer_nll(server.url) == pytest.approx(base, abs=1e-5)
+
+    with RemoteServer(args) as server:  # and the rollback survives a restart too
+        assert httpx.get(server.url + "/v1/learning/status").json()["weight_version"] == 0
 
 
 def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
