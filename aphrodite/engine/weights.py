@@ -98,3 +98,39 @@ class WeightVersions:
                 layer.clear_lora()
             else:
                 layer.set_lora(d.a, d.b, d.scale)
+
+
+_PACKED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+           "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+
+
+def deltas_from_peft(model: LlamaForCausalLM, state: dict[str, torch.Tensor], scale: float) -> dict[str, LoRADelta]:
+    """Convert a PEFT LoRA state dict (``...layers.N.self_attn.q_proj.lora_A.weight``) to our packed deltas.
+
+    Adapters on projections we pack (q/k/v, gate/up) become one block-diagonal delta: A stacks the parts'
+    A matrices, B places each part's B in its own rows and columns (zeros where a part has no adapter).
+    """
+    parts: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+    for key, a in state.items():
+        if ".lora_A." not in key:
+            continue
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        module = key.split(".lora_A.")[0]
+        layer = module[module.index("layers."):]  # layers.N.self_attn.q_proj
+        prefix, proj = layer.rsplit(".", 1)
+        name, shard = _PACKED.get(proj, (proj, 0))
+        parts.setdefault(f"{prefix}.{name}", {})[shard] = (a, b)
+    targets = model.lora_targets()
+    deltas = {}
+    for name, shards in parts.items():
+        sizes = targets[name].output_sizes
+        a = torch.cat([shards[i][0] for i in sorted(shards)], dim=0)  # (sum r_i, in)
+        b = torch.zeros(sum(sizes), a.shape[0], dtype=a.dtype)
+        col = 0
+        for i in sorted(shards):
+            r = shards[i][0].shape[0]
+            row = sum(sizes[:i])
+            b[row:row + sizes[i], col:col + r] = shards[i][1]
+            col += r
+        deltas[name] = LoRADelta(a, b, scale)
+    return deltas
