@@ -105,7 +105,9 @@ def http_comparison(args: argparse.Namespace, model_dir: str) -> dict[str, dict]
                                 for name in ("off", "on")}
     with RemoteServer(["--model", model_dir, "--max-model-len", "256", "--enable-continuous-learning",
                        "--learning-dir", learning_dir,
-                       "--learning-quality-predictor", args.quality_predictor]) as server:
+                       "--learning-quality-predictor", args.quality_predictor,
+                       # capture is measured here, not training: keep the background learner out of the rounds
+                       "--learning-learner", "none"]) as server:
         def switch(name: str) -> None:
             r = httpx.post(server.url + "/v1/learning/control", json={"action": "enable" if name == "on" else "disable"})
             assert r.status_code == 200, r.text
