@@ -137,7 +137,12 @@ class LoRALearner:
             raise CandidateRejected(ev.reason)
         version = max(self.engine.weight_versions + [self._highest_saved()]) + 1
         await asyncio.to_thread(self._save, version, deltas, ev)
-        ev.version = await self.engine.submit_weights(version, deltas)
+        ev.version = version
+        if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
+            await asyncio.to_thread(self.record_serving, version)
+            logger.info("weight version %d saved; hot swapping is off, it serves after a restart", version)
+            return
+        await self.engine.submit_weights(version, deltas)
         await asyncio.to_thread(self.record_serving, version)
         logger.info("promoted weight version %d: batch loss %.3f -> %.3f, anchor loss %.3f -> %.3f", version,
                     ev.batch_before, ev.batch_after, ev.anchor_before, ev.anchor_after)
