@@ -14,7 +14,8 @@ against catastrophic forgetting when a small batch is learned; the evaluation an
 A candidate that passes is saved under ``<learning-dir>/versions/`` and handed to the engine, which swaps it
 in between two steps; one that fails is refused (counted as a learning failure). When failures pile up
 past ``max_recent_failures`` and ``enable_rollback_on_failure`` is on, the engine is rolled back one version.
-Training runs on a worker thread with one torch thread, so the engine keeps the other cores.
+Training runs on a worker thread with one torch thread, and before each optimizer step it waits (up to 2 s)
+while the engine has requests in flight: it takes the CPU mostly between bursts of traffic.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ class LoRALearner:
             before = mean_nll(view, examples), mean_nll(view, anchors)
             cfg = self.config
             deltas = train_lora(view, examples + replay, start, sorted(start) or default_targets(view),
-                                cfg.learner_rank, cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history))
+                                cfg.learner_rank, cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history),
+                                before_step=self._yield_to_serving)
             attach(view, deltas)
             after = mean_nll(view, examples), mean_nll(view, anchors)
         finally:
@@ -173,6 +175,14 @@ class LoRALearner:
         else:
             ev.accepted = True
         return deltas, ev
+
+    def _yield_to_serving(self, max_wait_s: float = 2.0) -> None:
+        """Scheduler-aware training: before each optimizer step, wait (up to ``max_wait_s``) while the engine has
+        requests running or queued, so training takes the CPU mostly between bursts of traffic and still
+        progresses under constant load."""
+        deadline = time.monotonic() + max_wait_s
+        while self.engine.num_unfinished_requests and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _maybe_roll_back(self) -> None:
         cfg, system = self.config, self.system

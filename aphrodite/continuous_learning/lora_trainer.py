@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +68,10 @@ def mean_nll(view: LlamaForCausalLM, examples: list[Example]) -> float:
 
 
 def train_lora(view: LlamaForCausalLM, examples: list[Example], start: dict[str, LoRADelta], targets: list[str],
-               rank: int, alpha: float, lr: float, steps: int, seed: int = 0) -> dict[str, LoRADelta]:
-    """``steps`` full passes of Adam over ``examples``, from ``start`` (or fresh A ~ N(0, 1/r), B = 0)."""
+               rank: int, alpha: float, lr: float, steps: int, seed: int = 0,
+               before_step: Callable[[], None] | None = None) -> dict[str, LoRADelta]:
+    """``steps`` full passes of Adam over ``examples``, from ``start`` (or fresh A ~ N(0, 1/r), B = 0).
+    ``before_step`` runs before each pass (the learner uses it to yield to serving)."""
     gen = torch.Generator().manual_seed(seed)
     layers = view.lora_targets()
     params: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -85,6 +88,8 @@ def train_lora(view: LlamaForCausalLM, examples: list[Example], start: dict[str,
     scale = alpha / rank
     tokens = max(1, sum(len(ex.ids) - ex.loss_from for ex in examples))
     for _ in range(steps):
+        if before_step is not None:
+            before_step()
         optimizer.zero_grad()
         for name, (a, b) in params.items():
             layers[name].lora_a, layers[name].lora_b, layers[name].lora_scale = a, b, scale

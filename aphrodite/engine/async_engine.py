@@ -113,6 +113,12 @@ class AsyncEngine:
         return await asyncio.wrap_future(fut)
 
     @property
+    def num_unfinished_requests(self) -> int:
+        """Requests running or waiting in the engine now (a racy read from another thread: a hint only)."""
+        sched = self.engine.scheduler
+        return len(sched.running) + len(sched.waiting)
+
+    @property
     def model(self):
         """The served model, for read-only use: a learner's training view shares its base weights."""
         return self.engine.model

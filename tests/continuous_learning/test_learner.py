@@ -75,7 +75,7 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
 def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
     engine = AsyncEngine(LLMEngine(ModelLoadConfig()))  # the built-in model; no loop needed here
     config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=10)
-    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)
+    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)  # engine idle: no waits
     batch = [supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m") for _ in range(4)]
     examples = [learner.example(i) for i in batch]
     # a learning rate 10x too high overfits the batch and damages what the model knew
@@ -84,3 +84,18 @@ def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
     _, ok = learner._train_and_evaluate(examples, {}, 3e-4)
     assert ok.accepted and ok.anchor_after <= ok.anchor_before + math.log1p(config.learner_max_anchor_regression)
     assert engine.weight_version == 0  # evaluation alone never touches the served weights
+
+
+def test_training_waits_for_the_engine_to_drain_before_each_step(tmp_path) -> None:
+    class BusyThenIdle:
+        reads = 0
+
+        @property
+        def num_unfinished_requests(self) -> int:
+            self.reads += 1
+            return 1 if self.reads <= 3 else 0
+
+    engine = BusyThenIdle()
+    learner = LoRALearner(SimpleNamespace(engine=engine), ServerSideConfig(learning_dir=str(tmp_path)))
+    learner._yield_to_serving(max_wait_s=30)
+    assert engine.reads == 4  # polled while requests were in flight, went on as soon as the engine drained
