@@ -113,8 +113,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"model: {model_dir}  requests: {len(work)}  prompt len {args.prompt_len}  output len {args.output_len}"
           f"  output tokens: {out_tokens}")
-    print(f"| engine | seconds | requests/s | output tokens/s |")
-    print(f"|---|---|---|---|")
+    print("| engine | seconds | requests/s | output tokens/s |")
+    print("|---|---|---|---|")
     for name, secs in (("aphrodite (continuous batching)", ours), ("transformers generate (static batches)", theirs)):
         print(f"| {name} | {secs:.2f} | {len(work) / secs:.2f} | {out_tokens / secs:.1f} |")
     print(f"\nthroughput ratio aphrodite / transformers: {theirs / ours:.2f}x")

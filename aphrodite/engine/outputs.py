@@ -7,7 +7,7 @@ schedule -> execute -> process outputs -> safe point.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -52,8 +52,6 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics
     weight_version: int
-    num_cached_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def append_token(seq: Sequence, token_id: int, logprob: float, top: TopLogprobs | None,

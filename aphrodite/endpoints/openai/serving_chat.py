@@ -14,7 +14,7 @@ from aphrodite.endpoints.openai.protocol import (ChatChoice, ChatCompletionChunk
                                                  ChatStreamChoice, ChatTokenLogprob, DeltaMessage, TopLogprob,
                                                  UsageInfo, random_id)
 from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
-                                                       api_key_hash, prompt_token_count, until_disconnect)
+                                                       api_key_hash, usage_of)
 from aphrodite.engine.outputs import CompletionOutput
 
 
@@ -39,24 +39,15 @@ class OpenAIServingChat(OpenAIServing):
         if req.stream:
             return StreamingResponse(self._stream(req, subs, trace, prompt, messages, params),
                                      media_type="text/event-stream")
-        try:
-            await until_disconnect(raw, self.collect(subs, trace.response_id))
-        except Exception as e:
-            err = api_error_from(e)
-            self.notify(trace, subs, prompt, messages, params, err.status, err.message)
-            raise err from e
-        self.notify(trace, subs, prompt, messages, params)
+        await self.run_to_completion(raw, subs, trace, prompt, messages, params)
         choices = []
         for s in subs:
             comp = s.final.outputs[0]
             choices.append(ChatChoice(index=s.choice, message=ChatResponseMessage(content=comp.text),
                                       logprobs=self._logprobs(comp, 0, req.top_logprobs or 0) if req.logprobs else None,
                                       finish_reason=comp.finish_reason, stop_reason=comp.stop_reason))
-        completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
-        prompt_tokens = prompt_token_count(subs)
         body = ChatCompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
-                                      usage=UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                                                      total_tokens=prompt_tokens + completion))
+                                      usage=usage_of(subs))
         return JSONResponse(body.model_dump())
 
     def _logprobs(self, comp: CompletionOutput, start: int, top_n: int) -> ChatLogprobs:
@@ -103,10 +94,7 @@ class OpenAIServingChat(OpenAIServing):
                 yield chunk([ChatStreamChoice(index=sub.choice, delta=DeltaMessage(content=delta), logprobs=logprobs,
                                               finish_reason=comp.finish_reason, stop_reason=comp.stop_reason)])
             if req.stream_options and req.stream_options.include_usage:
-                completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
-                prompt_tokens = prompt_token_count(subs)
-                yield chunk([], UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion,
-                                          total_tokens=prompt_tokens + completion))
+                yield chunk([], usage_of(subs))
         except Exception as e:
             err = api_error_from(e)
             status, error = err.status, err.message

@@ -9,11 +9,10 @@ from typing import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from aphrodite.endpoints.openai.errors import APIError
 from aphrodite.endpoints.openai.protocol import (CompletionChoice, CompletionLogProbs, CompletionRequest,
-                                                 CompletionResponse, UsageInfo, random_id)
+                                                 CompletionResponse, random_id)
 from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
-                                                       api_key_hash, prompt_token_count, until_disconnect)
+                                                       api_key_hash, usage_of)
 from aphrodite.engine.outputs import RequestOutput
 from aphrodite.engine.sequence import TopLogprobs
 
@@ -37,17 +36,10 @@ class OpenAIServingCompletion(OpenAIServing):
         if req.stream:
             return StreamingResponse(self._stream(req, subs, trace, prompt_text, params),
                                      media_type="text/event-stream")
-        try:
-            await until_disconnect(raw, self.collect(subs, trace.response_id))
-        except Exception as e:
-            err = api_error_from(e)
-            self.notify(trace, subs, prompt_text, None, params, err.status, err.message)
-            raise err from e
-        self.notify(trace, subs, prompt_text, None, params)
+        await self.run_to_completion(raw, subs, trace, prompt_text, None, params)
         choices = [self._choice(req, s, s.final) for s in subs]
-        completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
-        usage = _usage(prompt_token_count(subs), completion)
-        body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices, usage=usage)
+        body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
+                                  usage=usage_of(subs))
         return JSONResponse(body.model_dump())
 
     def _choice(self, req: CompletionRequest, sub: SubRequest, out: RequestOutput) -> CompletionChoice:
@@ -112,10 +104,8 @@ class OpenAIServingCompletion(OpenAIServing):
                                            choices=[choice])
                 yield _sse(chunk.model_dump(exclude={"usage"}))
             if req.stream_options and req.stream_options.include_usage:
-                completion = sum(len(s.final.outputs[0].token_ids) for s in subs)
-                usage = _usage(prompt_token_count(subs), completion)
                 chunk = CompletionResponse(id=trace.response_id, created=created, model=self.engine.model_name,
-                                           choices=[], usage=usage)
+                                           choices=[], usage=usage_of(subs))
                 yield _sse(chunk.model_dump())
         except Exception as e:  # the status line is gone: report in-band, as OpenAI does
             err = api_error_from(e)
@@ -126,10 +116,6 @@ class OpenAIServingCompletion(OpenAIServing):
                 status, error = 499, "client disconnected"
             self.notify(trace, subs, prompt_text, None, params, status, error)
         yield "data: [DONE]\n\n"
-
-
-def _usage(prompt: int, completion: int) -> UsageInfo:
-    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def _sse(obj: dict) -> str:

@@ -15,6 +15,7 @@ from fastapi import Request
 
 from aphrodite.endpoints.hooks import FinishedRequest, RequestObserver
 from aphrodite.endpoints.openai.errors import APIError
+from aphrodite.endpoints.openai.protocol import UsageInfo
 from aphrodite.engine.async_engine import AsyncEngine, EngineDeadError
 from aphrodite.engine.llm_engine import RequestRejected
 from aphrodite.engine.outputs import RequestOutput
@@ -122,6 +123,19 @@ class OpenAIServing:
         async for _ in self.stream_all(subs, request_id):
             pass
 
+    async def run_to_completion(self, raw: Request, subs: list[SubRequest], trace: RequestTrace,
+                                prompt_text: str | None, messages: list[dict] | None,
+                                params: SamplingParams) -> None:
+        """Non-streaming: run every sub-request to its end (aborting if the client leaves), then tell observers,
+        errors included; raises the client's ``APIError``."""
+        try:
+            await until_disconnect(raw, self.collect(subs, trace.response_id))
+        except Exception as e:
+            err = api_error_from(e)
+            self.notify(trace, subs, prompt_text, messages, params, err.status, err.message)
+            raise err from e
+        self.notify(trace, subs, prompt_text, messages, params)
+
     def notify(self, trace: RequestTrace, subs: list[SubRequest], prompt_text: str | None,
                messages: list[dict] | None, params: SamplingParams, status: int = 200,
                error: str | None = None) -> None:
@@ -157,6 +171,13 @@ def prompt_token_count(subs: list[SubRequest]) -> int:
     """Prompt tokens counted once per prompt, however many samples it had (as OpenAI counts them)."""
     seen: dict[int, int] = {s.prompt_index: len(s.prompt_ids) for s in subs}
     return sum(seen.values())
+
+
+def usage_of(subs: list[SubRequest]) -> UsageInfo:
+    """Usage of finished sub-requests: prompts counted once each, every choice's tokens."""
+    prompt = prompt_token_count(subs)
+    completion = sum(len(s.final.outputs[0].token_ids) for s in subs if s.final is not None)
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def _params_dict(params: SamplingParams) -> dict:
