@@ -135,7 +135,7 @@ def http_comparison(args: argparse.Namespace, model_dir: str) -> dict[str, dict]
 # -- in process ------------------------------------------------------------------------------------------------
 
 def sample_request(k: int):
-    from aphrodite.endpoints.hooks import FinishedRequest
+    from aphrodite.common.observers import FinishedRequest
 
     rng = random.Random(k)
     prompt = " ".join(rng.choice(WORDS) for _ in range(100))  # ~600 characters, ~150 tokens

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aphrodite.continuous_learning import QualityScorer, ServerSideConfig  # noqa: E402
 from aphrodite.continuous_learning.interaction import Choice, Interaction  # noqa: E402
-from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor  # noqa: E402
+from aphrodite.continuous_learning.scoring.learned import LearnedQualityPredictor  # noqa: E402
 from aphrodite.engine.config import ModelLoadConfig  # noqa: E402
 from aphrodite.engine.llm_engine import LLMEngine  # noqa: E402
 from aphrodite.engine.sampling_params import SamplingParams  # noqa: E402

@@ -1,13 +1,13 @@
 """Continuous learning from production traffic: capture, feedback, quality scoring and durable storage."""
 
-from aphrodite.continuous_learning.background import BackgroundLearningProcessor, Learner
-from aphrodite.continuous_learning.collector import ServerSideDataCollector
+from aphrodite.continuous_learning.control.background import BackgroundLearningProcessor, Learner
+from aphrodite.continuous_learning.capture.collector import ServerSideDataCollector
 from aphrodite.continuous_learning.config import ServerSideConfig, add_learning_cli_args, learning_config_from_args
-from aphrodite.continuous_learning.control import ControlActions
+from aphrodite.continuous_learning.control.actions import ControlActions
 from aphrodite.continuous_learning.interaction import Choice, Interaction, InteractionFeedback
-from aphrodite.continuous_learning.scoring import QualityPredictor, QualityScorer, ScoringWeights
-from aphrodite.continuous_learning.sqlite_store import SQLiteInteractionStore
-from aphrodite.continuous_learning.store import InteractionStore, StoredFeedback, StoreError
+from aphrodite.continuous_learning.scoring.scorer import QualityPredictor, QualityScorer, ScoringWeights
+from aphrodite.continuous_learning.store.sqlite import SQLiteInteractionStore
+from aphrodite.continuous_learning.store.base import InteractionStore, StoredFeedback, StoreError
 from aphrodite.continuous_learning.system import ContinuousLearningSystem
 
 __all__ = [

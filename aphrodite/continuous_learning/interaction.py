@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aphrodite.endpoints.hooks import FinishedRequest
+    from aphrodite.common.observers import FinishedRequest
 
 
 # Overheads (bytes) of the parts of an Interaction, measured with tracemalloc on CPython 3.11 (the object and

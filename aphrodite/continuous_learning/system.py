@@ -16,23 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from aphrodite.continuous_learning.background import BackgroundLearningProcessor
-from aphrodite.continuous_learning.collector import ServerSideDataCollector
+from aphrodite.continuous_learning.control.background import BackgroundLearningProcessor
+from aphrodite.continuous_learning.capture.collector import ServerSideDataCollector
 from aphrodite.continuous_learning.config import ServerSideConfig
-from aphrodite.continuous_learning.control import ControlActions, default_actions
-from aphrodite.continuous_learning.failures import FailureWindow
+from aphrodite.continuous_learning.control.actions import ControlActions, default_actions
+from aphrodite.continuous_learning.control.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import InteractionFeedback
-from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor
-from aphrodite.continuous_learning.learner import LoRALearner, rollback, trigger
+from aphrodite.continuous_learning.scoring.learned import LearnedQualityPredictor
+from aphrodite.continuous_learning.learner.lora import LoRALearner, rollback, trigger
 from aphrodite.continuous_learning.metrics import LearningMetrics
-from aphrodite.continuous_learning.monitor import RequestMonitor
-from aphrodite.continuous_learning.scoring import QualityScorer
-from aphrodite.continuous_learning.sqlite_store import SQLiteInteractionStore
-from aphrodite.continuous_learning.state import LearningState
-from aphrodite.continuous_learning.store import InteractionStore
+from aphrodite.continuous_learning.capture.monitor import RequestMonitor
+from aphrodite.continuous_learning.scoring.scorer import QualityScorer
+from aphrodite.continuous_learning.store.sqlite import SQLiteInteractionStore
+from aphrodite.continuous_learning.control.state import LearningState
+from aphrodite.continuous_learning.store.base import InteractionStore
 
 if TYPE_CHECKING:
-    from aphrodite.endpoints.hooks import FinishedRequest
+    from aphrodite.common.observers import FinishedRequest
 
 logger = logging.getLogger(__name__)
 # Rough per-record sizes for the memory estimate of the small buffers.

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from aphrodite.continuous_learning import ContinuousLearningSystem, ServerSideConfig
-from aphrodite.endpoints.hooks import FinishedRequest
+from aphrodite.common.observers import FinishedRequest
 from aphrodite.endpoints.openai.continuous_learning_routes import attach_continuous_learning
 from aphrodite.endpoints.openai.api_server import app_shell
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aphrodite.continuous_learning.interaction import Interaction, supplied_interaction
-from aphrodite.continuous_learning.store import StoreError
+from aphrodite.continuous_learning.store.base import StoreError
 from aphrodite.continuous_learning.system import ContinuousLearningSystem
 from aphrodite.endpoints.openai.errors import APIError
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Awaitable, TypeVar
 
 from fastapi import Request
 
-from aphrodite.endpoints.hooks import FinishedRequest, RequestObserver
+from aphrodite.common.observers import FinishedRequest, RequestObserver
 from aphrodite.endpoints.openai.errors import APIError
 from aphrodite.endpoints.openai.protocol import UsageInfo
 from aphrodite.engine.async_engine import AsyncEngine, EngineDeadError

@@ -2,7 +2,7 @@ import asyncio
 import threading
 
 from aphrodite.continuous_learning.interaction import interaction_from_finished
-from aphrodite.continuous_learning.writer import StoreWriter
+from aphrodite.continuous_learning.store.writer import StoreWriter
 from tests.continuous_learning.fakes import finished
 
 

@@ -9,7 +9,7 @@ import torch
 
 from aphrodite.continuous_learning import ContinuousLearningSystem, QualityScorer
 from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.learned_quality import FILE_NAME, LearnedQualityPredictor
+from aphrodite.continuous_learning.scoring.learned import FILE_NAME, LearnedQualityPredictor
 from tests.continuous_learning.fakes import FakeEngine, config, finished
 
 D = 8  # projected hidden-state size in these tests

@@ -12,7 +12,7 @@ import pytest
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import supplied_interaction
-from aphrodite.continuous_learning.learner import LoRALearner
+from aphrodite.continuous_learning.learner.lora import LoRALearner
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig
 from aphrodite.engine.llm_engine import LLMEngine

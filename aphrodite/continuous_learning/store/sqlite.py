@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.store import InteractionStore, StoreCounts, StoredFeedback, StoreError
+from aphrodite.continuous_learning.store.base import InteractionStore, StoreCounts, StoredFeedback, StoreError
 
 # Schema migrations; ``PRAGMA user_version`` holds how many have been applied. Append, never edit.
 _MIGRATIONS: list[str] = [

@@ -1,7 +1,7 @@
 import pytest
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction, interaction_from_finished
-from aphrodite.continuous_learning.scoring import QualityScorer
+from aphrodite.continuous_learning.scoring.scorer import QualityScorer
 from tests.continuous_learning.fakes import finished
 
 

@@ -4,8 +4,8 @@ import time
 import pytest
 
 from aphrodite.continuous_learning.interaction import interaction_from_finished
-from aphrodite.continuous_learning.sqlite_store import SCHEMA_VERSION, SQLiteInteractionStore
-from aphrodite.continuous_learning.store import StoredFeedback, StoreError
+from aphrodite.continuous_learning.store.sqlite import SCHEMA_VERSION, SQLiteInteractionStore
+from aphrodite.continuous_learning.store.base import StoredFeedback, StoreError
 from tests.continuous_learning.fakes import finished
 
 

@@ -17,18 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aphrodite.continuous_learning.buffers import RecentInteractions
+from aphrodite.continuous_learning.capture.buffers import RecentInteractions
 from aphrodite.continuous_learning.config import ServerSideConfig
-from aphrodite.continuous_learning.failures import FailureWindow
+from aphrodite.continuous_learning.control.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import Interaction, InteractionFeedback, interaction_from_finished
 from aphrodite.continuous_learning.metrics import LearningMetrics
-from aphrodite.continuous_learning.scoring import QualityScorer
-from aphrodite.continuous_learning.store import InteractionStore, StoreCounts, StoredFeedback
-from aphrodite.continuous_learning.writer import StoreWriter
+from aphrodite.continuous_learning.scoring.scorer import QualityScorer
+from aphrodite.continuous_learning.store.base import InteractionStore, StoreCounts, StoredFeedback
+from aphrodite.continuous_learning.store.writer import StoreWriter
 
 if TYPE_CHECKING:
-    from aphrodite.continuous_learning.learned_quality import LearnedQualityPredictor
-    from aphrodite.endpoints.hooks import FinishedRequest
+    from aphrodite.continuous_learning.scoring.learned import LearnedQualityPredictor
+    from aphrodite.common.observers import FinishedRequest
 
 logger = logging.getLogger(__name__)
 

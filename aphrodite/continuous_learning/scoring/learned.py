@@ -25,7 +25,7 @@ import torch
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Interaction
-from aphrodite.continuous_learning.scoring import explicit_signal
+from aphrodite.continuous_learning.scoring.scorer import explicit_signal
 from aphrodite.reservoir.quality import QualityPredictorConfig, ReservoirQualityPredictor
 
 logger = logging.getLogger(__name__)

@@ -36,12 +36,12 @@ from safetensors.torch import save_file
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.lora_trainer import (Example, attach, default_targets, mean_nll, train_lora,
+from aphrodite.continuous_learning.learner.trainer import (Example, attach, default_targets, mean_nll, train_lora,
                                                         trainable_view)
 from aphrodite.engine.weights import LoRADelta
 
 logger = logging.getLogger(__name__)
-_ANCHOR_FILE = Path(__file__).resolve().parents[1] / "modeling" / "builtin" / "data" / "general.jsonl"
+_ANCHOR_FILE = Path(__file__).resolve().parents[2] / "modeling" / "builtin" / "data" / "general.jsonl"
 
 
 class CandidateRejected(RuntimeError):

@@ -1,0 +1,2 @@
+"""Quality scoring: heuristic signals and model confidence, explicit feedback, and the learned (reservoir)
+quality predictor."""
