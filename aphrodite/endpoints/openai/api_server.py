@@ -86,7 +86,7 @@ def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
     completions = OpenAIServingCompletion(engine, app.state.request_observers)
     chat = OpenAIServingChat(engine, app.state.request_observers)
 
-    @app.get("/health")
+    @app.get("/health", response_class=Response, responses={200: {"description": "The engine is running (empty body)."}})
     async def health() -> Response:
         if not engine.is_running:
             raise APIError("The engine is not running.", 503)
