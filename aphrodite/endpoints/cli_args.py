@@ -57,14 +57,15 @@ class ServerConfig:
     max_stop_token_ids: int = 64
     """Most ``stop_token_ids`` in one request."""
     feedback_rate: float = 10.0
-    """Feedback requests per second per caller (key identity, or client address without a key); 0 = no limit."""
+    """Feedback requests per second per caller (key identity, or client address without a key); 0 = no limit.
+    The rate limits and quotas apply to every caller but the holder of the admin key."""
     feedback_burst: int = 20
     """Feedback requests a caller may send at once before the rate applies."""
     feedback_daily_quota: int = 10_000
     """Feedback requests per caller per UTC day; 0 = no quota."""
     examples_rate: float = 2.0
     """Requests per second per caller to /v1/learning/manual and /learn together; 0 = no limit."""
-    examples_burst: int = 10
+    examples_burst: int = 20
     """manual/learn requests a caller may send at once before the rate applies."""
     examples_daily_quota: int = 1_000
     """Examples (manual = 1, learn = its batch size) per caller per UTC day; 0 = no quota."""

@@ -132,8 +132,9 @@ def test_metrics_are_prometheus_text_with_aphrodite_names(server, client) -> Non
         assert name in text, name
 
 
-def test_api_key_is_required_when_set(tiny_model_dir) -> None:
-    with RemoteServer(["--model", str(tiny_model_dir), "--api-key", "sk-secret"]) as s:
+def test_api_key_is_required_when_set(tiny_model_dir, tmp_path) -> None:
+    with RemoteServer(["--model", str(tiny_model_dir), "--api-key", "sk-secret",
+                       "--secret-file", str(tmp_path / "secret")]) as s:
         assert httpx.get(s.url + "/v1/models").status_code == 401
         wrong = httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
