@@ -133,3 +133,14 @@ def test_store_false_and_no_learn_header_are_not_told_to_observers(app, client):
                                                        "max_tokens": 1, "stream": True, "store": False})
     assert chunks.text.rstrip().endswith("data: [DONE]")
     assert [r.response_id for r in seen[before:]] == [kept]
+
+
+
+def test_an_unknown_field_name_is_quoted_short(tmp_path):
+    from tests.continuous_learning.fakes import bare_app, config
+
+    with TestClient(bare_app(config(tmp_path))) as client:
+        r = client.post("/v1/learning/manual", json={"prompt": "p", "response": "r", "performance_feedback": 1,
+                                                     "k" * 5000: 1})
+    err = error_of(r, 422)
+    assert len(err["param"]) <= 67 and len(err["message"]) < 200

@@ -84,6 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # an undecodable text (lone surrogate, bytes that are not UTF-8) is a 400 like bad JSON, wherever it is
         first = next((e for e in errors if e.get("type") in _UNDECODABLE), errors[0] if errors else {})
         param = _loc_to_param(tuple(first.get("loc", ())))
+        param = quote(param) if param else None  # an unknown field's name is client input too
         msg = first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
             msg = "The request body is not valid JSON."
