@@ -102,11 +102,14 @@ def test_errors_have_the_openai_shape(real_app):
     assert client.get("/v1/not-a-route", headers=bearer(ADMIN)).status_code == 404
 
 
-def test_models_shows_the_served_name_not_the_checkpoint_path(real_app, tiny_model_dir):
-    _, client = real_app
+def test_reports_show_no_local_paths(real_app, tiny_model_dir):
+    app, client = real_app
     r = client.get("/v1/models", headers=bearer(USER))
     assert r.status_code == 200
     assert str(tiny_model_dir) not in r.text and "/" not in r.json()["data"][0]["root"]
+    config = client.get("/v1/learning/config", headers=bearer(USER))
+    assert config.status_code == 200 and config.json()["config"]["learning_dir"] == "learning"
+    assert str(app.state.continuous_learning.config.learning_dir) not in config.text
 
 
 def app_with(tmp_path, learning: bool = True, **server):

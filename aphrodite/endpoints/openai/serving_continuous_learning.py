@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sqlite3
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -123,7 +124,7 @@ class OpenAIServingContinuousLearning:
 
     def config(self) -> dict[str, Any]:
         s = self.system
-        return {"object": "learning.config", "config": dataclasses.asdict(s.config),
+        return {"object": "learning.config", "config": _without_paths(dataclasses.asdict(s.config)),
                 "scoring": dataclasses.asdict(s.scorer.weights), "control_actions": s.actions.describe()}
 
     # -- writes ------------------------------------------------------------------------------------------------
@@ -203,6 +204,12 @@ def _may_rate(caller: Principal | None, interaction: Interaction) -> bool:
     if caller is None or caller.role == "admin":
         return True
     return interaction.api_key_hash == caller.identity
+
+
+def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as clients may see it: a directory or file setting shows its last component only."""
+    return {k: os.path.basename(os.path.normpath(v)) if isinstance(v, str) and k.endswith(("_dir", "_path", "_file"))
+            else v for k, v in config.items()}
 
 
 def _mean(values: list[float]) -> float | None:
