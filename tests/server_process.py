@@ -22,10 +22,12 @@ def free_port() -> int:
 class RemoteServer:
     """``python -m aphrodite.endpoints.openai.api_server`` with the given flags, waited on until healthy."""
 
-    def __init__(self, args: list[str], timeout: float = 120.0, log_path: Path | None = None) -> None:
+    def __init__(self, args: list[str], timeout: float = 120.0, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # one OpenMP thread: the test machine's cores are shared with the test process and other servers
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aphrodite.endpoints.openai.api_server", "--port", str(self.port), *args],

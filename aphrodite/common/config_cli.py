@@ -45,6 +45,8 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
             return _base_type(non_none[0])[0], True
     if origin is typing.Literal:
         return type(args[0]), False
+    if origin is list:  # a repeatable flag: the element type
+        return args[0] if args and isinstance(args[0], type) else str, False
     return annotation if isinstance(annotation, type) else str, False
 
 
@@ -68,6 +70,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, title: str
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
         if typ is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hints[f.name]) is list:  # argparse copies the default before appending
+            kwargs.update(action="append", type=typ)
         else:
             kwargs["type"] = typ
             if choices:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aphrodite.common.config_cli import add_dataclass_args, dataclass_from_args
 from aphrodite.continuous_learning.config import add_learning_cli_args, learning_config_from_args
+from aphrodite.endpoints.keys import gather_keys
 from aphrodite.engine.config import CacheConfig, ModelLoadConfig
 from aphrodite.engine.scheduler import SchedulerConfig
 
@@ -19,10 +20,69 @@ class ServerConfig:
     """Address to listen on."""
     port: int = 2242
     """Port to listen on."""
-    api_key: str | None = None
-    """If set, every /v1 request must carry ``Authorization: Bearer <key>``."""
     log_level: str = "info"
     """uvicorn log level."""
+
+    # -- access control, limits and shutdown (issue 8, "access"; see docs/security.md) --
+    api_key: list[str] = field(default_factory=list)
+    """A user key (repeatable): with any user key set, every route but /health needs ``Authorization: Bearer
+    <key>``. A user key may run inference, read the learning reports and rate its own responses. Also read
+    from $APHRODITE_API_KEYS (comma-separated) and --api-key-file, which keep keys out of ``ps``."""
+    api_key_file: str | None = None
+    """File of user keys, one per line (blank lines and lines starting with # are skipped)."""
+    admin_key: str | None = None
+    """The admin key: only it may call /v1/learning/manual, learn and control (and delete interactions).
+    Also read from $APHRODITE_ADMIN_KEY and --admin-key-file. Without one, those routes answer only to
+    loopback clients."""
+    admin_key_file: str | None = None
+    """File holding the admin key(s), one per line."""
+    secret_file: str | None = None
+    """Per-installation secret (32 random bytes, created 0600 on first use) that keys the stored key
+    identities (HMAC-SHA256); default ``$XDG_CACHE_HOME/aphrodite/secret`` (``~/.cache/aphrodite/secret``)."""
+    public_metrics: bool = False
+    """Serve /metrics without a key even when keys are set (for a scraper on a trusted network)."""
+    max_request_body_bytes: int = 1 << 20
+    """Largest request body accepted (bytes); a larger one is refused with 413 before it is parsed."""
+    max_prompt_chars_per_token: int = 16
+    """A prompt (or the chat messages together) may hold at most max_model_len x this many characters; checked
+    before tokenizing."""
+    max_prompts_per_request: int = 64
+    """Most prompts in one /v1/completions request."""
+    max_choices_per_request: int = 128
+    """Most choices (n x prompts) in one request."""
+    max_stop_sequences: int = 16
+    """Most ``stop`` strings in one request."""
+    max_stop_sequence_chars: int = 256
+    """Longest ``stop`` string (characters)."""
+    max_stop_token_ids: int = 64
+    """Most ``stop_token_ids`` in one request."""
+    feedback_rate: float = 10.0
+    """Feedback requests per second per caller (key identity, or client address without a key); 0 = no limit.
+    The rate limits and quotas apply to every caller but the holder of the admin key."""
+    feedback_burst: int = 20
+    """Feedback requests a caller may send at once before the rate applies."""
+    feedback_daily_quota: int = 10_000
+    """Feedback requests per caller per UTC day; 0 = no quota."""
+    examples_rate: float = 2.0
+    """Requests per second per caller to /v1/learning/manual and /learn together; 0 = no limit."""
+    examples_burst: int = 20
+    """manual/learn requests a caller may send at once before the rate applies."""
+    examples_daily_quota: int = 1_000
+    """Examples (manual = 1, learn = its batch size) per caller per UTC day; 0 = no quota."""
+    shutdown_timeout_s: float = 30.0
+    """On SIGTERM, how long requests in flight may run before they are cancelled and the process exits."""
+
+    def __post_init__(self) -> None:
+        positive = ("max_request_body_bytes", "max_prompt_chars_per_token", "max_prompts_per_request",
+                    "max_choices_per_request", "max_stop_sequences", "max_stop_sequence_chars",
+                    "max_stop_token_ids", "feedback_burst", "examples_burst")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("feedback_rate", "feedback_daily_quota", "examples_rate", "examples_daily_quota",
+                     "shutdown_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
 
 
 def make_parser(prog: str = "aphrodite run", positional_model: bool = False) -> argparse.ArgumentParser:
@@ -47,7 +107,8 @@ def parse_args(argv: list[str] | None = None, positional_model: bool = False,
             parser.error("give the model either as MODEL or as --model, not both")
         args.model = args.model_tag
     try:  # every config validates itself: report a bad value as a usage error, not a traceback
-        configs_from_args(args)
+        server_cfg = configs_from_args(args)[0]
+        gather_keys(server_cfg.api_key, server_cfg.api_key_file, server_cfg.admin_key, server_cfg.admin_key_file)
         learning_config_from_args(args)
     except ValueError as e:
         parser.error(str(e))

@@ -132,13 +132,16 @@ def test_metrics_are_prometheus_text_with_aphrodite_names(server, client) -> Non
         assert name in text, name
 
 
-def test_api_key_is_required_when_set(tiny_model_dir) -> None:
-    with RemoteServer(["--model", str(tiny_model_dir), "--api-key", "sk-secret"]) as s:
+def test_api_key_is_required_when_set(tiny_model_dir, tmp_path) -> None:
+    with RemoteServer(["--model", str(tiny_model_dir), "--api-key", "sk-secret",
+                       "--secret-file", str(tmp_path / "secret")], env={"APHRODITE_API_KEYS": "sk-env"}) as s:
         assert httpx.get(s.url + "/v1/models").status_code == 401
         wrong = httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
         ok = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-secret", max_retries=0)
         assert ok.models.list().data
+        from_env = httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer sk-env"})
+        assert from_env.status_code == 200  # a key from the environment stays out of `ps`
         assert httpx.get(s.url + "/health").status_code == 200
 
 

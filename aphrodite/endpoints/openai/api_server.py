@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hmac
 import logging
 from typing import Any
 
@@ -15,10 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from aphrodite.continuous_learning.config import learning_config_from_args
 from aphrodite.endpoints.cli_args import configs_from_args, parse_args
+from aphrodite.endpoints.limits import InputLimits
 from aphrodite.endpoints.openai.errors import APIError, install_error_handlers
 from aphrodite.endpoints.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from aphrodite.endpoints.openai.serving_chat import OpenAIServingChat
 from aphrodite.endpoints.openai.serving_completions import OpenAIServingCompletion
+from aphrodite.endpoints.security import input_limits, install_security
+from aphrodite.endpoints.shutdown import DrainingServer
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.llm_engine import LLMEngine
 
@@ -33,13 +35,12 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     engine = AsyncEngine(LLMEngine(load_cfg, cache_cfg, sched_cfg, registry=registry))
     app = app_shell(engine, registry)
     app.state.lifecycle.append(_EngineLoop(engine))  # first in, so it starts first and stops last
-    _add_routes(app, engine)
-    if server_cfg.api_key:
-        _require_api_key(app, server_cfg.api_key)
+    _add_routes(app, engine, input_limits(server_cfg))
     if learning_cfg is not None:
         from aphrodite.endpoints.openai.continuous_learning_routes import attach_continuous_learning
 
         attach_continuous_learning(app, engine, learning_cfg)
+    install_security(app, server_cfg, learning=learning_cfg is not None)  # last: its middleware is outermost
     return app
 
 
@@ -82,9 +83,9 @@ class _EngineLoop:
         await self.engine.shutdown()
 
 
-def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
-    completions = OpenAIServingCompletion(engine, app.state.request_observers)
-    chat = OpenAIServingChat(engine, app.state.request_observers)
+def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits) -> None:
+    completions = OpenAIServingCompletion(engine, app.state.request_observers, limits)
+    chat = OpenAIServingChat(engine, app.state.request_observers, limits)
 
     @app.get("/health", response_class=Response, responses={200: {"description": "The engine is running (empty body)."}})
     async def health() -> Response:
@@ -94,7 +95,8 @@ def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        card = ModelCard(id=engine.model_name, root=str(engine.model_dir), max_model_len=engine.max_model_len)
+        # the served name only: the checkpoint's path on this machine is none of the client's business
+        card = ModelCard(id=engine.model_name, root=engine.model_name, max_model_len=engine.max_model_len)
         return JSONResponse(ModelList(data=[card]).model_dump())
 
     @app.post("/v1/completions")
@@ -110,32 +112,13 @@ def _add_routes(app: FastAPI, engine: AsyncEngine) -> None:
         return Response(generate_latest(app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _require_api_key(app: FastAPI, key: str) -> None:
-    app.add_middleware(APIKeyMiddleware, expected=f"Bearer {key}".encode())
-
-
-class APIKeyMiddleware:
-    """Pure ASGI check of ``Authorization: Bearer KEY`` on /v1 routes (does not buffer streamed bodies)."""
-
-    def __init__(self, app, expected: bytes) -> None:
-        self.app = app
-        self.expected = expected
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = APIError("Invalid or missing API key.", 401, code="invalid_api_key").response()
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def run_server(args: argparse.Namespace) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(asctime)s %(name)s: %(message)s")
     app = build_app(args)
     logger.info("serving %s on http://%s:%d", app.state.engine.model_name, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=args.shutdown_timeout_s)
+    DrainingServer(config, app.state.drain).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.system import ContinuousLearningSystem
+from aphrodite.endpoints.auth import Principal
 from aphrodite.endpoints.middleware import setup_continuous_learning_middleware
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
                                                           FeedbackResponse, InteractionAck, LearnRequest,
@@ -25,6 +26,20 @@ router = APIRouter(prefix="/v1/learning", tags=["continuous learning"])
 
 def _handler(request: Request) -> OpenAIServingContinuousLearning:
     return request.app.state.learning_handler
+
+
+def _principal(request: Request) -> Principal | None:
+    return getattr(request.state, "principal", None)
+
+
+def _charge(request: Request, limit: str, units: int = 1) -> None:
+    """Charge the caller's rate limit and daily quota (429 when over). The holder of the admin key is not
+    limited; everyone else is, loopback clients of a server without an admin key included."""
+    limits = getattr(request.app.state, "learning_limits", None)
+    who = _principal(request)
+    if limits is None or who is None or who.role == "admin":
+        return
+    getattr(limits, limit).take(who.rate_key, units)
 
 
 @router.get("/status")
@@ -50,17 +65,20 @@ async def learning_config(request: Request) -> JSONResponse:
 
 @router.post("/manual", response_model=InteractionAck)
 async def learning_manual(body: ManualLearningRequest, request: Request) -> InteractionAck:
+    _charge(request, "examples", 1)
     return await _handler(request).manual(body)
 
 
 @router.post("/learn", response_model=LearnResponse)
 async def learning_learn(body: LearnRequest, request: Request) -> LearnResponse:
+    _charge(request, "examples", len(body.interactions))
     return await _handler(request).learn(body)
 
 
 @router.post("/feedback", response_model=FeedbackResponse)
 async def learning_feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
-    return await _handler(request).feedback(body)
+    _charge(request, "feedback", 1)
+    return await _handler(request).feedback(body, _principal(request))
 
 
 @router.post("/control", response_model=ControlResponse)

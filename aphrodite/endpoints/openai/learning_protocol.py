@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aphrodite.endpoints.openai.protocol import check_encodable
 
 MAX_TEXT_CHARS = 1_000_000
 """Longest prompt, response or correction accepted (characters)."""
@@ -19,6 +21,8 @@ MAX_BATCH = 1_000
 
 class LearningRequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _check_text = field_validator("*")(check_encodable)
 
 
 class ManualLearningRequest(LearningRequestModel):

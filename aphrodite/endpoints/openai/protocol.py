@@ -7,6 +7,7 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from aphrodite.engine.sampling_params import MAX_LOGPROBS, MAX_N, SamplingParams
 
@@ -15,9 +16,25 @@ def random_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def check_encodable(value: Any) -> Any:
+    """Reject text that is not valid Unicode (a lone surrogate such as ``"\\ud800"`` in the JSON), in a string
+    or a list of strings, so it is a 4xx here and not a 500 in the tokenizer or the store."""
+    items = value if isinstance(value, list) else (value,)
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PydanticCustomError("invalid_unicode",
+                                          "text must be valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
 class OpenAIModel(BaseModel):
     # Unknown fields are ignored, as the OpenAI API and vLLM do, so newer clients keep working.
     model_config = ConfigDict(extra="ignore")
+
+    _check_text = field_validator("*")(check_encodable)
 
 
 class StreamOptions(OpenAIModel):
@@ -44,6 +61,8 @@ class SamplingFields(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    store: bool | None = None
+    """OpenAI's field: ``false`` keeps this request out of continuous learning (it is not captured)."""
 
     def base_params(self, max_tokens: int | None, logprobs: int | None,
                     prompt_logprobs: int | None = None) -> SamplingParams:

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from aphrodite.endpoints.openai.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest,
                                                  ChatCompletionResponse, ChatLogprobs, ChatResponseMessage,
                                                  ChatStreamChoice, ChatTokenLogprob, DeltaMessage, TopLogprob,
-                                                 UsageInfo, random_id)
+                                                 UsageInfo)
 from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
-                                                       api_key_hash, usage_of)
+                                                       usage_of)
 from aphrodite.engine.outputs import CompletionOutput
 
 
@@ -25,15 +25,15 @@ class OpenAIServingChat(OpenAIServing):
 
     async def create(self, req: ChatCompletionRequest, raw: Request):
         self.check_model(req.model)
-        trace = RequestTrace(random_id("chatcmpl"), self.endpoint, req.stream, api_key_hash(raw))
-        tok = self.engine.tokenizer
+        trace = self.trace("chatcmpl", req, raw)
         try:
+            self.limits.check_sampling(req.n, 1, req.stop, req.stop_token_ids)
             messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})}
                         for m in req.messages]
-            prompt = tok.apply_chat_template(messages, add_generation_prompt=req.add_generation_prompt)
+            self.limits.check_text(sum(len(m["content"]) for m in messages), self.engine.max_model_len, "messages")
+            prompt, prompt_ids = await self.off_loop(self._render, messages, req.add_generation_prompt)
             params = req.to_sampling_params()
-            # the template already wrote any BOS token into the text
-            subs = self.build_subrequests([tok.encode(prompt, add_special_tokens=False)], params)
+            subs = self.build_subrequests([prompt_ids], params)
         except Exception as e:
             raise api_error_from(e) from e
         if req.stream:
@@ -49,6 +49,12 @@ class OpenAIServingChat(OpenAIServing):
         body = ChatCompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
                                       usage=usage_of(subs))
         return JSONResponse(body.model_dump())
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> tuple[str, list[int]]:
+        """The chat prompt and its token ids (runs on the tokenizer thread)."""
+        tok = self.engine.tokenizer
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        return prompt, tok.encode(prompt, add_special_tokens=False)  # the template wrote any BOS token
 
     def _logprobs(self, comp: CompletionOutput, start: int, top_n: int) -> ChatLogprobs:
         tok = self.engine.tokenizer

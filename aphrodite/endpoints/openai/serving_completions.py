@@ -10,9 +10,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aphrodite.endpoints.openai.protocol import (CompletionChoice, CompletionLogProbs, CompletionRequest,
-                                                 CompletionResponse, random_id)
+                                                 CompletionResponse)
 from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
-                                                       api_key_hash, usage_of)
+                                                       usage_of)
 from aphrodite.engine.outputs import RequestOutput
 from aphrodite.engine.sequence import TopLogprobs
 
@@ -24,15 +24,17 @@ class OpenAIServingCompletion(OpenAIServing):
 
     async def create(self, req: CompletionRequest, raw: Request):
         self.check_model(req.model)
-        trace = RequestTrace(random_id("cmpl"), self.endpoint, req.stream, api_key_hash(raw))
-        tok = self.engine.tokenizer
+        trace = self.trace("cmpl", req, raw)
         try:
+            raw_prompts = req.prompts()
+            self.limits.check_sampling(req.n, len(raw_prompts), req.stop, req.stop_token_ids)
+            self.limits.check_text(max(len(p) if isinstance(p, str) else 0 for p in raw_prompts),
+                                   self.engine.max_model_len, "prompt")
             params = req.to_sampling_params()
-            prompts = [tok.encode(p) if isinstance(p, str) else p for p in req.prompts()]
+            prompts, prompt_text = await self.off_loop(self._tokenize, raw_prompts)
             subs = self.build_subrequests(prompts, params)
         except Exception as e:
             raise api_error_from(e) from e
-        prompt_text = "\n".join(p if isinstance(p, str) else tok.decode(p) for p in req.prompts())
         if req.stream:
             return StreamingResponse(self._stream(req, subs, trace, prompt_text, params),
                                      media_type="text/event-stream")
@@ -41,6 +43,12 @@ class OpenAIServingCompletion(OpenAIServing):
         body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
                                   usage=usage_of(subs))
         return JSONResponse(body.model_dump())
+
+    def _tokenize(self, raw_prompts: list[str | list[int]]) -> tuple[list[list[int]], str]:
+        """Token ids of each prompt and the prompts as one text (runs on the tokenizer thread)."""
+        tok = self.engine.tokenizer
+        prompts = [tok.encode(p) if isinstance(p, str) else p for p in raw_prompts]
+        return prompts, "\n".join(p if isinstance(p, str) else tok.decode(p) for p in raw_prompts)
 
     def _choice(self, req: CompletionRequest, sub: SubRequest, out: RequestOutput) -> CompletionChoice:
         comp = out.outputs[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sqlite3
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -15,7 +16,8 @@ from typing import Any, TypeVar
 from aphrodite.continuous_learning.interaction import Interaction, supplied_interaction
 from aphrodite.continuous_learning.store.base import StoreError
 from aphrodite.continuous_learning.system import ContinuousLearningSystem
-from aphrodite.endpoints.openai.errors import APIError
+from aphrodite.endpoints.auth import Principal
+from aphrodite.endpoints.openai.errors import APIError, quote
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
                                                           FeedbackResponse, InteractionAck, LearnRequest,
                                                           LearnResponse, ManualLearningRequest)
@@ -122,7 +124,7 @@ class OpenAIServingContinuousLearning:
 
     def config(self) -> dict[str, Any]:
         s = self.system
-        return {"object": "learning.config", "config": dataclasses.asdict(s.config),
+        return {"object": "learning.config", "config": _without_paths(dataclasses.asdict(s.config)),
                 "scoring": dataclasses.asdict(s.scorer.weights), "control_actions": s.actions.describe()}
 
     # -- writes ------------------------------------------------------------------------------------------------
@@ -134,7 +136,9 @@ class OpenAIServingContinuousLearning:
         acks = await self._store_examples(req.interactions)
         return LearnResponse(data=acks, stored=len(acks), eligible=sum(a.eligible for a in acks))
 
-    async def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
+    async def feedback(self, req: FeedbackRequest, caller: Principal | None = None) -> FeedbackResponse:
+        """Store a rating of an earlier response. Only the key that was served the response (or the admin) may
+        rate it; to anyone else it does not exist (404, the same answer as for an unknown id)."""
         s = self.system
         if not s.config.enable_response_feedback:
             raise APIError("Response feedback is turned off on this server; restart it with "
@@ -142,8 +146,8 @@ class OpenAIServingContinuousLearning:
                            code="feedback_disabled", type="permission_error")
         self._require_enabled()
         interaction = await self._guard(s.collector.find(req.response_id, s.config.feedback_wait_s))
-        if interaction is None:
-            raise APIError(f"No response with id '{req.response_id}' is known to the learning store (it may be "
+        if interaction is None or not _may_rate(caller, interaction):
+            raise APIError(f"No response with id '{quote(req.response_id)}' is known to the learning store (it may be "
                            "older than the retention period, or was served with learning disabled).", 404,
                            param="response_id", code="response_not_found")
         result = await self._guard(s.collector.add_feedback(interaction, req.user_satisfaction,
@@ -156,7 +160,7 @@ class OpenAIServingContinuousLearning:
         s = self.system
         action = s.actions.get(req.action)
         if action is None:
-            raise APIError(f"Unknown action '{req.action}'; use one of: {', '.join(s.actions.names)}.", 400,
+            raise APIError(f"Unknown action '{quote(req.action)}'; use one of: {', '.join(s.actions.names)}.", 400,
                            param="action", code="invalid_action")
         message = await self._guard(action.handler(s))
         s.metrics.control_actions.labels(action=action.name).inc()
@@ -192,6 +196,20 @@ class OpenAIServingContinuousLearning:
             self.system.record_failure(f"store operation failed: {type(exc).__name__}")
             raise APIError("The learning store is unavailable; the request was not recorded. Retry later.", 503,
                            code="learning_store_unavailable") from exc
+
+
+def _may_rate(caller: Principal | None, interaction: Interaction) -> bool:
+    """The admin may rate anything; anyone else only responses served to the same key (no key: to no key).
+    Without an auth layer (``caller`` None) there are no identities to compare."""
+    if caller is None or caller.role == "admin":
+        return True
+    return interaction.api_key_hash == caller.identity
+
+
+def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as clients may see it: a directory or file setting shows its last component only."""
+    return {k: os.path.basename(os.path.normpath(v)) if isinstance(v, str) and k.endswith(("_dir", "_path", "_file"))
+            else v for k, v in config.items()}
 
 
 def _mean(values: list[float]) -> float | None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
+import functools
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 from fastapi import Request
 
 from aphrodite.common.observers import FinishedRequest, RequestObserver
-from aphrodite.endpoints.openai.errors import APIError
-from aphrodite.endpoints.openai.protocol import UsageInfo
+from aphrodite.endpoints.limits import InputLimits
+from aphrodite.endpoints.openai.errors import APIError, quote
+from aphrodite.endpoints.openai.protocol import SamplingFields, UsageInfo, random_id
 from aphrodite.engine.async_engine import AsyncEngine, EngineDeadError
 from aphrodite.engine.llm_engine import RequestRejected
 from aphrodite.engine.outputs import RequestOutput
@@ -63,6 +66,9 @@ class RequestTrace:
     stream: bool
     api_key_hash: str | None
     start: float = field(default_factory=time.monotonic)
+    learn: bool = True
+    """False when the client opted out (``"store": false`` or ``x-aphrodite-no-learn: 1``): observers are not
+    told about this request."""
 
 
 class OpenAIServing:
@@ -70,13 +76,30 @@ class OpenAIServing:
 
     endpoint = ""
 
-    def __init__(self, engine: AsyncEngine, observers: list[RequestObserver]) -> None:
+    def __init__(self, engine: AsyncEngine, observers: list[RequestObserver],
+                 limits: InputLimits | None = None) -> None:
         self.engine = engine
         self.observers = observers
+        self.limits = limits or InputLimits()
+        # one thread: tokenizing (and chat templating) never blocks the event loop, and one tokenizer is
+        # never used by two requests at once
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.engine.model_name:
-            raise APIError(f"The model `{model}` does not exist.", 404, param="model", code="model_not_found")
+            raise APIError(f"The model `{quote(model)}` does not exist.", 404, param="model",
+                           code="model_not_found")
+
+    def trace(self, prefix: str, req: SamplingFields, raw: Request) -> RequestTrace:
+        """The request's identity for observers: the caller's key identity and whether it may be learned from."""
+        opted_out = req.store is False or raw.headers.get("x-aphrodite-no-learn", "").strip().lower() in (
+            "1", "true", "yes")
+        return RequestTrace(random_id(prefix), self.endpoint, req.stream, api_key_hash(raw), learn=not opted_out)
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run tokenizer work on the tokenizer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread,
+                                                                functools.partial(fn, *args))
 
     def build_subrequests(self, prompts: list[list[int]], params: SamplingParams) -> list[SubRequest]:
         """Validate each prompt and fan out n samples each; seeded requests get seed + j for sample j."""
@@ -139,8 +162,9 @@ class OpenAIServing:
     def notify(self, trace: RequestTrace, subs: list[SubRequest], prompt_text: str | None,
                messages: list[dict] | None, params: SamplingParams, status: int = 200,
                error: str | None = None) -> None:
-        """Tell observers a request finished; an observer's failure never reaches the client."""
-        if not self.observers:
+        """Tell observers a request finished (unless the client opted out); an observer's failure never reaches
+        the client."""
+        if not self.observers or not trace.learn:
             return
         firsts = [s.first_output for s in subs if s.first_output and s.first_output.metrics.first_token_time]
         ttft = min((o.metrics.first_token_time - o.metrics.arrival_time for o in firsts), default=None)
@@ -186,10 +210,9 @@ def _params_dict(params: SamplingParams) -> dict:
 
 
 def api_key_hash(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if not auth.lower().startswith("bearer "):
-        return None
-    return hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+    """The caller's key identity (``Principal.identity``, set by the auth middleware); None without a key."""
+    principal = getattr(request.state, "principal", None)
+    return principal.identity if principal is not None else None
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
