@@ -145,9 +145,13 @@ class ContinuousLearningSystem:
             return False
         forget = getattr(self.learner, "forget", None)
         if forget is not None:
-            result = forget([interaction_id])
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = forget([interaction_id])
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # the deletion stands; the unmarked versions are reported
+                logger.exception("marking the versions that learned from %s failed", interaction_id)
+                self.record_failure(f"marking versions for a deleted interaction failed: {type(exc).__name__}")
         return True
 
     def record_failure(self, reason: str) -> None:

@@ -153,7 +153,9 @@ def test_state_survives_a_restart(tmp_path):
             system.on_request_finished(r)
             await feedback(system, r.response_id, 1.0 if i % 2 == 0 else -1.0)
         if labels:
-            assert os.path.exists(os.path.join(tmp_path, "learning", FILE_NAME))  # saved every 8 labels
+            saved = os.path.join(tmp_path, "learning", FILE_NAME)
+            assert os.path.exists(saved)  # saved every 8 labels
+            assert os.stat(saved).st_mode & 0o777 == 0o600  # private, like everything in the learning dir
         p = with_states(probe)
         system.on_request_finished(p)
         await barrier(system)
