@@ -117,3 +117,20 @@ def test_delete_awaits_an_async_forget(client):
     rid = client.post("/v1/completions", json={}).json()["id"]
     assert client.delete(f"/v1/learning/interactions/{rid}").status_code == 200
     assert forgotten == [[rid]]
+
+
+def test_large_curated_examples_cannot_grow_the_store_past_its_byte_bound(tmp_path):
+    with TestClient(bare_app(config(tmp_path, store_max_bytes=300_000))) as c:
+        s = system_of(c.app)
+        ids = []
+        for k in range(6):  # 60 examples of 20 KB: 1.2 MB offered
+            items = [{"prompt": f"Q{k}.{j}", "response": "x" * 20_000, "performance_feedback": 0.9}
+                     for j in range(10)]
+            r = c.post("/v1/learning/learn", json={"interactions": items})
+            assert r.status_code == 200, r.text
+            ids += [a["id"] for a in r.json()["data"]]
+        used = c.portal.call(s.collector.writer.call, s.store.used_bytes)
+        assert used <= 300_000
+        kept = [i for i in ids if s.store.get_interaction(i) is not None]
+        assert 5 <= len(kept) < 15 and kept == ids[-len(kept):]  # the newest are kept
+        assert c.get("/v1/learning/status").json()["overview"]["total_interactions"] == len(kept)

@@ -91,6 +91,7 @@ class ServerSideDataCollector:
             self._redact(interactions)
             self._score(interactions)
             self._count_inserted(self.store.add_interactions(interactions, durable=True))
+            self._keep_within_bytes()
             return interactions
         await self.writer.call(write)
         for interaction in interactions:
@@ -146,6 +147,7 @@ class ServerSideDataCollector:
             self.counts.feedback += 1
             if self.learned is not None:  # after the commit: a predictor failure never loses the feedback
                 self._guard("training", lambda: self.learned.learn(interaction))
+            self._keep_within_bytes()
             return record, interaction.quality_score
 
         record, score = await self.writer.call(write)
@@ -193,6 +195,17 @@ class ServerSideDataCollector:
         for interaction in batch:  # the store has them now; memory keeps texts and metadata only
             for choice in interaction.choices:
                 choice.token_ids = ()  # a shared empty tuple: no allocation per record
+        self._keep_within_bytes()
+
+    def _keep_within_bytes(self) -> None:
+        """Hold the store to ``store_max_bytes`` between retention clean-ups (after a commit: a failure here
+        never costs the records just written)."""
+        try:
+            if self.store.trim_bytes():
+                self.load_counts()
+        except Exception as exc:
+            logger.error("trimming the learning store to its byte bound failed: %s: %s", type(exc).__name__, exc)
+            self.metrics.store_errors.inc()
 
     def _delete_stored(self, interaction_id: str) -> bool:
         gone = self.store.delete_interactions([interaction_id])

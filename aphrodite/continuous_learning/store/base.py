@@ -94,6 +94,11 @@ class InteractionStore(abc.ABC):
     def delete_interactions(self, ids: Sequence[str]) -> list[str]:
         """Durably delete these interactions and their feedback; return the ids that were stored."""
 
+    def trim_bytes(self) -> int:
+        """When the records take more than the store's byte bound, delete the oldest (with their feedback) to
+        below it; return how many. Called after writes, so the bound holds between retention clean-ups."""
+        return 0
+
     def probe_write(self) -> None:
         """A write that changes nothing, made while ``write_error`` is set to learn whether writes succeed
         again; raises like any write."""

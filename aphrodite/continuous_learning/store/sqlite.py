@@ -198,8 +198,16 @@ class SQLiteInteractionStore(InteractionStore):
                 deleted += self.db.execute("DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM "
                                            "interactions ORDER BY created LIMIT ?)", (excess,)).rowcount
             if self.max_bytes is not None:
-                deleted += self._delete_oldest_bytes(self.used_bytes() - self.max_bytes)
+                deleted += self._delete_oldest_bytes(self.used_bytes() - self.max_bytes, self.max_bytes)
         return deleted
+
+    def trim_bytes(self) -> int:
+        # Past the bound, trim to 90% of it, so that at the bound not every write pays for a trim.
+        if self.max_bytes is None or self.used_bytes() <= self.max_bytes:
+            return 0
+        target = int(self.max_bytes * 0.9)
+        with self._write(durable=False):
+            return self._delete_oldest_bytes(self.used_bytes() - target, target)
 
     def used_bytes(self) -> int:
         """Bytes of learning.db in use (its pages less the free ones that new rows reuse)."""
@@ -207,9 +215,9 @@ class SQLiteInteractionStore(InteractionStore):
                              for p in ("page_count", "freelist_count", "page_size"))
         return (pages - free) * size
 
-    def _delete_oldest_bytes(self, excess: int) -> int:
+    def _delete_oldest_bytes(self, excess: int, target: int) -> int:
         """Delete the oldest interactions whose rows add up to ``excess`` bytes, until the file's used pages are
-        under the bound (row sizes are estimates; pages are what counts)."""
+        at most ``target`` (row sizes are estimates; pages are what counts)."""
         deleted = 0
         while excess > 0:
             rows = self.db.execute(f"SELECT rowid, {_ROW_BYTES} FROM interactions ORDER BY created LIMIT 256")
@@ -223,7 +231,7 @@ class SQLiteInteractionStore(InteractionStore):
                 break
             deleted += len(doomed)
             self.db.executemany("DELETE FROM interactions WHERE rowid = ?", doomed)
-            excess = self.used_bytes() - self.max_bytes  # type: ignore[operator]
+            excess = self.used_bytes() - target
         return deleted
 
     def delete_interactions(self, ids: Sequence[str]) -> list[str]:
