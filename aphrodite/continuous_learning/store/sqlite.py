@@ -25,17 +25,12 @@ from typing import Any
 from aphrodite.continuous_learning.interaction import Choice, Interaction
 from aphrodite.continuous_learning.store.base import InteractionStore, StoreCounts, StoredFeedback, StoreError
 from aphrodite.continuous_learning.store.private import private_dir, private_file, restrict
+from aphrodite.continuous_learning.store.retention import delete_oldest_until, used_bytes
 
 FAULT_FILE_ENV = "APHRODITE_LEARNING_STORE_FAULT_FILE"
 _DISK_FULL = "database or disk is full"
 _WAL_LIMIT_BYTES = 64 << 20
 """The WAL file is truncated back to this size after a checkpoint."""
-# Bytes a row takes in the file, roughly: its texts and blobs plus a fixed overhead for the other columns.
-_ROW_BYTES = ("(120 + length(CAST(id AS BLOB)) + ifnull(length(CAST(prompt AS BLOB)), 0) + "
-              "ifnull(length(CAST(messages AS BLOB)), 0) + length(CAST(choices AS BLOB)) + length(token_ids) + "
-              "length(CAST(sampling_params AS BLOB)) + ifnull(length(CAST(error AS BLOB)), 0) + ifnull((SELECT "
-              "sum(80 + ifnull(length(CAST(corrected_response AS BLOB)), 0) + ifnull(length(CAST(comment AS BLOB)), 0))"
-              " FROM feedback WHERE response_id = interactions.id), 0))")
 
 # Schema migrations; ``PRAGMA user_version`` holds how many have been applied. Append, never edit.
 _MIGRATIONS: list[str] = [
@@ -198,41 +193,19 @@ class SQLiteInteractionStore(InteractionStore):
                 deleted += self.db.execute("DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM "
                                            "interactions ORDER BY created LIMIT ?)", (excess,)).rowcount
             if self.max_bytes is not None:
-                deleted += self._delete_oldest_bytes(self.used_bytes() - self.max_bytes, self.max_bytes)
+                deleted += delete_oldest_until(self.db, self.max_bytes)
         return deleted
 
     def trim_bytes(self) -> int:
         # Past the bound, trim to 90% of it, so that at the bound not every write pays for a trim.
-        if self.max_bytes is None or self.used_bytes() <= self.max_bytes:
+        if self.max_bytes is None or used_bytes(self.db) <= self.max_bytes:
             return 0
-        target = int(self.max_bytes * 0.9)
         with self._write(durable=False):
-            return self._delete_oldest_bytes(self.used_bytes() - target, target)
+            return delete_oldest_until(self.db, int(self.max_bytes * 0.9))
 
     def used_bytes(self) -> int:
-        """Bytes of learning.db in use (its pages less the free ones that new rows reuse)."""
-        pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0]
-                             for p in ("page_count", "freelist_count", "page_size"))
-        return (pages - free) * size
-
-    def _delete_oldest_bytes(self, excess: int, target: int) -> int:
-        """Delete the oldest interactions whose rows add up to ``excess`` bytes, until the file's used pages are
-        at most ``target`` (row sizes are estimates; pages are what counts)."""
-        deleted = 0
-        while excess > 0:
-            rows = self.db.execute(f"SELECT rowid, {_ROW_BYTES} FROM interactions ORDER BY created LIMIT 256")
-            doomed, total = [], 0
-            for rowid, size in rows:
-                doomed.append((rowid,))
-                total += size
-                if total >= excess:
-                    break
-            if not doomed:
-                break
-            deleted += len(doomed)
-            self.db.executemany("DELETE FROM interactions WHERE rowid = ?", doomed)
-            excess = self.used_bytes() - target
-        return deleted
+        """Bytes of learning.db in use (see ``retention.used_bytes``)."""
+        return used_bytes(self.db)
 
     def delete_interactions(self, ids: Sequence[str]) -> list[str]:
         with self._write(durable=True):
