@@ -161,8 +161,8 @@ class ContinuousLearningSystem:
     # -- health ------------------------------------------------------------------------------------------------
 
     def health_status(self) -> str:
-        """``unhealthy`` (store writer or background loop down), ``disabled``, ``degraded`` (the store cannot
-        write, or too many recent failures), ``paused`` or ``healthy``."""
+        """``unhealthy`` (store writer or background loop down), ``degraded`` (the store cannot write),
+        ``disabled``, ``degraded`` (too many recent failures), ``paused`` or ``healthy``: the first that holds."""
         return self.health_report()[0]
 
     def health_report(self) -> tuple[str, str | None]:
@@ -171,12 +171,12 @@ class ContinuousLearningSystem:
             return "unhealthy", "the learning store writer has stopped; restart the server"
         if self.started and not self.processor.running:
             return "unhealthy", "the background learning loop has stopped; restart the server"
-        if not self.state.enabled:
-            return "disabled", 'continuous learning is disabled (control action "enable" turns it on)'
         if self.store.write_error is not None:
             return "degraded", (f"the learning store cannot write ({self.store.write_error}); captured "
                                 f"interactions are dropped ({self.collector.writer.dropped} so far) and feedback, "
                                 "examples and control actions are refused until writes succeed again")
+        if not self.state.enabled:
+            return "disabled", 'continuous learning is disabled (control action "enable" turns it on)'
         recent = self.failures.recent()
         if recent > self.config.max_recent_failures:
             return "degraded", (f"{recent} failures in the last {self.config.failure_window_s:g} s "
