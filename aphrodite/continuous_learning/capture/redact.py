@@ -146,7 +146,8 @@ def redact(text: str, counts: Counts | None = None) -> tuple[str, Counts]:
 
 
 def redact_interaction(interaction: Interaction, counts: Counts | None = None) -> Counts:
-    """Redact an interaction's texts in place: prompt, chat messages' contents, choices, error.
+    """Redact an interaction's texts in place: prompt, chat messages' contents, choices, error, and the strings
+    among its sampling parameters (stop strings).
 
     A choice whose text changed loses its token ids: they would spell out what was redacted.
     """
@@ -161,7 +162,17 @@ def redact_interaction(interaction: Interaction, counts: Counts | None = None) -
             choice.text, choice.token_ids = text, ()
     if interaction.error:
         interaction.error = redact(interaction.error, counts)[0]
+    if any(isinstance(v, (str, list)) for v in interaction.sampling_params.values()):  # e.g. stop strings
+        interaction.sampling_params = {k: _redact_value(v, counts) for k, v in interaction.sampling_params.items()}
     return counts
+
+
+def _redact_value(value: Any, counts: Counts) -> Any:
+    if isinstance(value, str):
+        return redact(value, counts)[0]
+    if isinstance(value, list):
+        return [redact(v, counts)[0] if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _redact_message(message: Any, counts: Counts) -> Any:

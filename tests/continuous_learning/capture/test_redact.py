@@ -73,11 +73,13 @@ def test_luhn():
 def test_an_interaction_is_redacted_everywhere_and_loses_the_token_ids_of_redacted_text():
     i = interaction_from_finished(finished(
         chat=True, text="Mail me at jo@example.com", error="upstream 10.0.0.7 refused",
+        sampling_params={"temperature": 0.5, "stop": ["\n", "bye jo@example.com"]},
         messages=[{"role": "system", "content": "Be brief."},
                   {"role": "user", "content": [{"type": "text", "text": "I am on 555-123-4567"}]}]))
     clean = interaction_from_finished(finished(text="Paris."))
     counts = redact_interaction(i)
-    assert counts == {"email": 1, "phone": 1, "ip": 1}
+    assert counts == {"email": 2, "phone": 1, "ip": 1}
+    assert i.sampling_params == {"temperature": 0.5, "stop": ["\n", "bye [EMAIL]"]}
     assert i.completion == "Mail me at [EMAIL]" and not i.choices[0].token_ids
     assert i.messages[0] == {"role": "system", "content": "Be brief."}
     assert i.messages[1]["content"] == [{"type": "text", "text": "I am on [PHONE]"}]
