@@ -211,8 +211,8 @@ class ServerSideDataCollector:
         gone = self.store.delete_interactions([interaction_id])
         if gone:
             self.load_counts()
-            if self.learned is not None:
-                self.learned.forget(interaction_id)
+        if self.learned is not None:
+            self.learned.forget(interaction_id)
         return bool(gone)
 
     def _redact(self, interactions: list[Interaction]) -> None:
