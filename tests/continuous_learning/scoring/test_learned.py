@@ -234,3 +234,18 @@ def test_the_server_feeds_the_predictor_and_reports_it(tiny_model_dir, tmp_path)
     assert report["input_dim"] == 16 and report["labels_seen"] == 1 and report["labels_unmatched"] == 0
     assert "aphrodite:learning_quality_predictor_weight 0.0" in prometheus
     assert (tmp_path / FILE_NAME).exists()  # saved on shutdown
+
+
+def test_a_deleted_response_leaves_no_held_feature(tmp_path):
+    async def main():
+        system = ContinuousLearningSystem(config(tmp_path, **SMALL))
+        await system.start()
+        r = with_states(torch.randn(6, D))
+        system.on_request_finished(r)
+        await barrier(system)
+        held_before = r.response_id in system.quality_predictor._held
+        deleted = await system.delete_interaction(r.response_id)
+        await system.stop()
+        return held_before, deleted, r.response_id in system.quality_predictor._held
+
+    assert run(main()) == (True, True, False)
