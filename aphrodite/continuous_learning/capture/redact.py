@@ -119,30 +119,71 @@ def _ip_valid(text: str) -> bool:
 
 
 _ALWAYS = lambda text: True  # noqa: E731
-# Order matters: e-mails first (they hold digits and dots), long ids before the phone numbers they resemble.
-# Each rule names a character its matches always hold, to skip texts without it cheaply.
-_RULES: list[tuple[str, re.Pattern, Callable[[re.Match, Counts], str]]] = [
+Rule = tuple[str, re.Pattern, Callable[[re.Match, Counts], str]]
+"""A character every match holds (to skip texts without it cheaply), the pattern, the replacement."""
+# Over the whole text: e-mails first (they hold digits and dots), then IPv6 (whose hex groups may hold no digit).
+_TEXT_RULES: list[Rule] = [
     ("@", _EMAIL, _checked("email", "[EMAIL]", _ALWAYS)),
+    (":", _IPV6, _checked("ip", "[IP]", _ip_valid)),
+]
+# Around digits only: every match holds a digit. Long ids before the phone numbers they resemble.
+_DIGIT_RULES: list[Rule] = [
     ("", _IBAN, _checked("national_id", "[ID]", _iban_valid)),
     ("", _CARD, _card),
     ("-", _SSN, _checked("national_id", "[ID]", _ALWAYS)),
     ("", _UK_NI, _checked("national_id", "[ID]", _ALWAYS)),
-    (":", _IPV6, _checked("ip", "[IP]", _ip_valid)),
     (".", _IPV4, _checked("ip", "[IP]", _ip_valid)),
     ("", _PHONE, _phone),
 ]
-_MAY_HOLD_PII = re.compile(r"[\d@]")
+_MAY_HOLD_PII = re.compile(r"[\d@:]")
+_REACH = 80
+"""Characters a digit-holding match may extend beyond its digits, with margin (the longest, a phone number in
+six groups, spans under 70 characters and holds a digit every 9)."""
+_DIGIT_CLUSTERS = re.compile(r"\d(?:\D{0,%d}\d)*" % (2 * _REACH))
+"""Digits with less than two reaches between neighbours: their windows would overlap."""
+_BREAK = re.compile(r"[ \n]")
 
 
 def redact(text: str, counts: Counts | None = None) -> tuple[str, Counts]:
     """``text`` with its PII replaced by placeholders, and how many of each kind were replaced."""
     counts = {} if counts is None else counts
-    if not text or not _MAY_HOLD_PII.search(text):  # every kind holds a digit or an '@'
+    if not text or not _MAY_HOLD_PII.search(text):
         return text, counts
-    for needs, pattern, replace in _RULES:
+    text = _apply(_TEXT_RULES, text, counts)
+    pieces, last = [], 0
+    for start, end in _digit_windows(text):
+        pieces += [text[last:start], _apply(_DIGIT_RULES, text[start:end], counts)]
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces), counts
+
+
+def _apply(rules: list[Rule], text: str, counts: Counts) -> str:
+    for needs, pattern, replace in rules:
         if needs in text:
             text = pattern.sub(lambda m: replace(m, counts), text)
-    return text, counts
+    return text
+
+
+def _digit_windows(text: str) -> list[tuple[int, int]]:
+    """Spans around the clusters of digits, ``_REACH`` wide on each side and widened to a space or newline (or
+    the text's ends). A pattern sees the same context inside a window as in the whole text (a window is
+    bordered by whitespace), so running the digit rules on the windows finds exactly what they find on the
+    whole text, while prose between numbers is not scanned once per rule."""
+    n, windows, end = len(text), [], -1
+    for cluster in _DIGIT_CLUSTERS.finditer(text):
+        lo = windows[-1][1] if windows else 0
+        start = max(lo, cluster.start() - _REACH)
+        if start > lo:
+            start = max(text.rfind(" ", lo, start), text.rfind("\n", lo, start)) + 1 or lo
+        if end < cluster.end() + _REACH:  # else the last break found is still the first one past this reach
+            found = _BREAK.search(text, min(n, cluster.end() + _REACH))
+            end = found.start() if found else n
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
 
 
 def redact_interaction(interaction: Interaction, counts: Counts | None = None) -> Counts:

@@ -85,3 +85,18 @@ def test_an_interaction_is_redacted_everywhere_and_loses_the_token_ids_of_redact
     assert i.messages[1]["content"] == [{"type": "text", "text": "I am on [PHONE]"}]
     assert i.error == "upstream [IP] refused"
     assert redact_interaction(clean) == {} and list(clean.choices[0].token_ids)  # untouched text keeps its ids
+
+
+def test_working_on_windows_around_digits_finds_what_the_whole_text_gives():
+    import random
+
+    from aphrodite.continuous_learning.capture import redact as r
+
+    rng = random.Random(0)
+    tokens = [t for t, _, _ in FOUND] + KEPT + ["word", "a" * 200, "\n", "  ", "-", ".", "(", ")", "+", "7", "42"]
+    for _ in range(300):
+        text = "".join(rng.choice(tokens) + rng.choice(["", " ", "\n", "-"]) for _ in range(rng.randint(1, 40)))
+        whole: dict = {}
+        expected = r._apply(r._DIGIT_RULES, r._apply(r._TEXT_RULES, text, whole), whole)
+        windowed, counts = redact(text)
+        assert (windowed, counts) == (expected, whole), text
