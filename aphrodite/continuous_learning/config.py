@@ -105,6 +105,20 @@ class ServerSideConfig:
     quality_predictor_save_every: int = 32
     """Save the quality predictor to the learning dir after this many new labels (and always on shutdown)."""
 
+    # -- privacy, retention by bytes, memory bounds (issue 8) --------------------------------------------------
+    redact_pii: bool = True
+    """Replace e-mail addresses, phone numbers, payment card numbers (Luhn-checked), IP addresses and national
+    ids (US SSN, UK NI number, IBAN) with placeholders such as [EMAIL] before anything is stored; the learner
+    then trains on the redacted text. --no-learning-redact-pii keeps texts verbatim."""
+    store_max_bytes: int = 1 << 30
+    """Most bytes the store's records may take in learning.db; retention deletes the oldest interactions (with
+    their feedback) until under it. The file is not shrunk: freed pages are reused."""
+    max_interaction_buffer_bytes: int = 64 << 20
+    """Most bytes (estimated) the recent interactions held in memory may take; the oldest are evicted first."""
+    write_queue_max_bytes: int = 64 << 20
+    """Most bytes (estimated) of captured interactions waiting for the background writer; beyond it new ones
+    are dropped and counted."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -120,6 +134,8 @@ class ServerSideConfig:
                      "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions",
                      "quality_predictor_units", "quality_predictor_depth", "quality_predictor_max_held",
                      "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        for name in ("store_max_bytes", "max_interaction_buffer_bytes", "write_queue_max_bytes"):  # issue 8
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")
         _check(self.learner_max_anchor_regression >= 0, "learner_max_anchor_regression",

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # Overheads (bytes) of the parts of an Interaction, measured with tracemalloc on CPython 3.11 (the object and
 # its buffer entry, sampling params, timestamps; a choice and its text; a chat message dict and its text).
 _BASE_BYTES, _STR_BYTES, _CHOICE_BYTES, _MESSAGE_BYTES = 630, 50, 180, 280
+_TOKEN_BYTES = 36
+"""A token id in a Python list: the pointer and the int object."""
 
 
 @dataclass(slots=True)
@@ -90,6 +92,15 @@ class Interaction:
         size += sum(_CHOICE_BYTES + len(c.text) for c in self.choices)
         if self.messages:
             size += sum(_MESSAGE_BYTES + len(str(m.get("content", ""))) for m in self.messages)
+        return size
+
+    def pending_bytes(self) -> int:
+        """An estimate of the memory this record holds until the store writer has it: ``approx_bytes`` plus its
+        token ids and hidden states."""
+        size = self.approx_bytes() + sum(_TOKEN_BYTES * len(c.token_ids) for c in self.choices)
+        states = self.hidden_states
+        if states is not None and hasattr(states, "element_size"):
+            size += states.element_size() * states.nelement()
         return size
 
 

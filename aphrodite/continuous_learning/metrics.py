@@ -18,8 +18,10 @@ class LearningMetrics:
         r = registry
         self.captured = Counter(_P + "interactions_captured", "Interactions captured, by source (api, manual).",
                                 ["source"], registry=r)
-        self.dropped = Counter(_P + "interactions_dropped", "Captured interactions dropped: write queue full.",
-                               registry=r)
+        self.dropped = Counter(_P + "interactions_dropped", "Captured interactions lost: write queue full, or the "
+                               "store failed to write them (e.g. a full disk).", registry=r)
+        self.redactions = Counter(_P + "pii_redactions", "PII replaced by a placeholder before storing, by kind "
+                                  "(email, phone, card, ip, national_id).", ["kind"], registry=r)
         self.stored = Counter(_P + "interactions_stored", "Interactions written to the store.", registry=r)
         self.feedback = Counter(_P + "feedback", "User feedback accepted at /v1/learning/feedback.", registry=r)
         self.store_errors = Counter(_P + "store_errors", "Failed store writes.", registry=r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
 from collections import deque
@@ -50,7 +51,7 @@ class ContinuousLearningSystem:
         self.state = LearningState()
         self.failures = FailureWindow(config.failure_window_s)
         self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
-        self.store = store or SQLiteInteractionStore(config.store_path)
+        self.store = store or SQLiteInteractionStore(config.store_path, max_bytes=config.store_max_bytes)
         self.scorer = scorer or QualityScorer()
         self.quality_predictor = LearnedQualityPredictor(config) if config.quality_predictor == "reservoir" else None
         if self.quality_predictor is not None:
@@ -66,6 +67,7 @@ class ContinuousLearningSystem:
             self.actions.register("trigger", "Run the background learning step now.", trigger)
             self.actions.register("rollback", "Serve the previous weight version.", rollback)
         self.started = False
+        self._state_lock = asyncio.Lock()
         self._register_gauges()
 
     # -- what the rest of the server calls ---------------------------------------------------------------------
@@ -121,17 +123,36 @@ class ContinuousLearningSystem:
         self.started = False
 
     async def update_state(self, **changes: Any) -> None:
-        """Change the learning state and save it durably (returns once committed)."""
-        self.state = dataclasses.replace(self.state, **changes)
-        await self.collector.writer.call(self._save_state)
+        """Change the learning state once it is saved durably: a change that cannot be saved changes nothing."""
+        async with self._state_lock:  # one change at a time, each applied to the last saved state
+            new_state = dataclasses.replace(self.state, **changes)
+            saved = new_state.to_dict()
+            await self.collector.writer.call(lambda: self.store.save_state(saved))
+            self.state = new_state
 
     async def reset(self) -> None:
         """Clear the learning-rate schedule, statistics and in-memory buffers; stored data is kept."""
+        await self.update_state(learning_steps=0, reset_at=time.time())
         self.collector.clear_memory()
         self.monitor.reset()
         self.feedback.clear()
         self.failures.clear()
-        await self.update_state(learning_steps=0, reset_at=time.time())
+
+    async def delete_interaction(self, interaction_id: str) -> bool:
+        """Durably delete an interaction and its feedback, forget it in memory and tell the learner (whose
+        versions' manifests then name it); False when it is unknown."""
+        if not await self.collector.delete(interaction_id):
+            return False
+        forget = getattr(self.learner, "forget", None)
+        if forget is not None:
+            try:
+                result = forget([interaction_id])
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # the deletion stands; the unmarked versions are reported
+                logger.exception("marking the versions that learned from %s failed", interaction_id)
+                self.record_failure(f"marking versions for a deleted interaction failed: {type(exc).__name__}")
+        return True
 
     def record_failure(self, reason: str) -> None:
         self.failures.record(reason)
@@ -140,15 +161,38 @@ class ContinuousLearningSystem:
     # -- health ------------------------------------------------------------------------------------------------
 
     def health_status(self) -> str:
-        """``unhealthy`` (store writer or background loop down), ``disabled``, ``degraded`` (too many recent
-        failures), ``paused`` or ``healthy``."""
-        if self.started and not (self.collector.writer.alive and self.processor.running):
-            return "unhealthy"
+        """``unhealthy`` (store writer or background loop down), ``degraded`` (the store cannot write),
+        ``disabled``, ``degraded`` (too many recent failures), ``paused`` or ``healthy``: the first that holds."""
+        return self.health_report()[0]
+
+    def health_report(self) -> tuple[str, str | None]:
+        """The health status and, unless healthy, the reason in a sentence."""
+        if self.started and not self.collector.writer.alive:
+            return "unhealthy", "the learning store writer has stopped; restart the server"
+        if self.started and not self.processor.running:
+            return "unhealthy", "the background learning loop has stopped; restart the server"
+        if self.store.write_error is not None:
+            return "degraded", (f"the learning store cannot write ({self.store.write_error}); captured "
+                                f"interactions are dropped ({self.collector.writer.dropped} so far) and feedback, "
+                                "examples and control actions are refused until writes succeed again")
         if not self.state.enabled:
-            return "disabled"
-        if self.failures.recent() > self.config.max_recent_failures:
-            return "degraded"
-        return "paused" if self.state.paused else "healthy"
+            return "disabled", 'continuous learning is disabled (control action "enable" turns it on)'
+        recent = self.failures.recent()
+        if recent > self.config.max_recent_failures:
+            return "degraded", (f"{recent} failures in the last {self.config.failure_window_s:g} s "
+                                f"(last: {self.failures.last_reason()})")
+        if self.state.paused:
+            return "paused", 'background learning is paused (control action "resume" resumes it)'
+        return "healthy", None
+
+    async def check_store(self, timeout_s: float = 2.0) -> None:
+        """While the store cannot write, try a write that changes nothing, so health sees space coming back."""
+        if self.store.write_error is None or not self.collector.writer.alive:
+            return
+        try:
+            await asyncio.wait_for(self.collector.writer.call(self.store.probe_write), timeout_s)
+        except Exception:  # still failing (write_error says why) or busy: health reports what is known
+            pass
 
     def memory_bytes(self) -> int:
         """Estimated bytes held by the in-memory buffers."""
@@ -175,9 +219,6 @@ class ContinuousLearningSystem:
             self.quality_predictor.save()  # type: ignore[union-attr]
         except Exception:  # shutdown goes on; the previous save (every few labels) is still there
             logger.exception("saving the quality predictor failed")
-
-    def _save_state(self) -> None:
-        self.store.save_state(self.state.to_dict())
 
     def _register_gauges(self) -> None:
         g = self.metrics.gauge

@@ -9,10 +9,11 @@ from aphrodite.continuous_learning.interaction import Interaction
 
 
 class RecentInteractions:
-    """At most ``capacity`` interactions by id, oldest evicted first; tracks an estimate of their memory."""
+    """At most ``capacity`` interactions and ``max_bytes`` (estimated) by id, oldest evicted first."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: OrderedDict[str, tuple[Interaction, int]] = OrderedDict()
         self.approx_bytes = 0
         """Estimated bytes held (``Interaction.approx_bytes`` summed)."""
@@ -24,8 +25,17 @@ class RecentInteractions:
             self.approx_bytes -= old[1]
         self._items[interaction.id] = (interaction, size)
         self.approx_bytes += size
-        if len(self._items) > self.capacity:
+        while self._items and (len(self._items) > self.capacity
+                               or (self.max_bytes is not None and self.approx_bytes > self.max_bytes)):
             self.approx_bytes -= self._items.popitem(last=False)[1][1]
+
+    def remove(self, interaction_id: str) -> Interaction | None:
+        """Forget one interaction; returns it, or None when it was not held."""
+        item = self._items.pop(interaction_id, None)
+        if item is None:
+            return None
+        self.approx_bytes -= item[1]
+        return item[0]
 
     def get(self, interaction_id: str) -> Interaction | None:
         item = self._items.get(interaction_id)

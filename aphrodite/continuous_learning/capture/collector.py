@@ -1,8 +1,8 @@
 """``ServerSideDataCollector``: captures interactions and feedback, scores them and hands them to the store.
 
 Capture runs on the event loop and never blocks: convert, keep in the recent buffer, offer to the writer.
-Scoring and every store access run on the writer thread. Feedback and supplied examples are awaited until
-committed, so what the API acknowledges is durable.
+Redaction, scoring and every store access run on the writer thread. Feedback and supplied examples are
+awaited until committed, so what the API acknowledges is durable; one that cannot be committed changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aphrodite.continuous_learning.capture.buffers import RecentInteractions
+from aphrodite.continuous_learning.capture.redact import Counts, redact, redact_interaction
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.control.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import Interaction, InteractionFeedback, interaction_from_finished
@@ -56,8 +57,9 @@ class ServerSideDataCollector:
         self.metrics = metrics
         self.feedback = feedback
         self.failures = failures
-        self.recent = RecentInteractions(config.max_interaction_buffer)
-        self.writer = StoreWriter(self._write_captured, config.write_queue_size, on_error=self._store_failed)
+        self.recent = RecentInteractions(config.max_interaction_buffer, config.max_interaction_buffer_bytes)
+        self.writer = StoreWriter(self._write_captured, config.write_queue_size, on_error=self._store_failed,
+                                  max_bytes=config.write_queue_max_bytes)
         self.counts = StoreCounts()
         """Stored rows; written by the writer thread only."""
         self.captured = 0
@@ -86,8 +88,10 @@ class ServerSideDataCollector:
     async def add_examples(self, interactions: list[Interaction]) -> list[Interaction]:
         """Score and durably store supplied examples; returns once committed."""
         def write() -> list[Interaction]:
+            self._redact(interactions)
             self._score(interactions)
             self._count_inserted(self.store.add_interactions(interactions, durable=True))
+            self._keep_within_bytes()
             return interactions
         await self.writer.call(write)
         for interaction in interactions:
@@ -121,15 +125,21 @@ class ServerSideDataCollector:
 
     async def add_feedback(self, interaction: Interaction, user_satisfaction: float,
                            corrected_response: str | None, comment: str | None) -> FeedbackResult:
-        """Durably record user feedback on ``interaction`` and rescore it; returns once committed."""
-        record = StoredFeedback(f"fb-{uuid.uuid4().hex}", interaction.id, user_satisfaction, corrected_response,
-                                comment, time.time())
-
-        def write() -> float:
-            old_score = interaction.quality_score
+        """Durably record user feedback on ``interaction`` and rescore it; returns once committed (a failed
+        commit leaves the interaction as it was)."""
+        def write() -> tuple[StoredFeedback, float]:
+            redacted = self._redact_texts(corrected_response, comment)
+            record = StoredFeedback(f"fb-{uuid.uuid4().hex}", interaction.id, user_satisfaction, *redacted,
+                                    time.time())
+            self._redact([interaction])  # not stored yet when its capture was dropped
+            old_score, old_satisfaction = interaction.quality_score, interaction.user_satisfaction
             interaction.user_satisfaction = user_satisfaction
             interaction.quality_score = self.scorer.score(interaction)
-            inserted = self.store.add_feedback(record, interaction)
+            try:
+                inserted = self.store.add_feedback(record, interaction)
+            except BaseException:
+                interaction.quality_score, interaction.user_satisfaction = old_score, old_satisfaction
+                raise
             threshold = self.config.interaction_quality_threshold
             self.counts.interactions += inserted
             self.counts.eligible += (interaction.quality_score >= threshold) - (
@@ -137,17 +147,26 @@ class ServerSideDataCollector:
             self.counts.feedback += 1
             if self.learned is not None:  # after the commit: a predictor failure never loses the feedback
                 self._guard("training", lambda: self.learned.learn(interaction))
-            return interaction.quality_score
+            self._keep_within_bytes()
+            return record, interaction.quality_score
 
-        score = await self.writer.call(write)
+        record, score = await self.writer.call(write)
         self.metrics.feedback.inc()
         self.satisfaction_sum += user_satisfaction
         self.satisfaction_count += 1
         self.feedback.append(InteractionFeedback(
             interaction.id, interaction.endpoint, "POST", interaction.total_ms or 0.0, interaction.status_code or 200,
             user_satisfaction=user_satisfaction, error_occurred=interaction.error is not None,
-            metadata={"comment": comment, "corrected": corrected_response is not None}))
+            metadata={"comment": record.comment, "corrected": corrected_response is not None}))
         return FeedbackResult(record, interaction, score)
+
+    async def delete(self, interaction_id: str) -> bool:
+        """Durably delete an interaction and its feedback, and forget it in memory; False when unknown."""
+        stored = await self.writer.call(lambda: self._delete_stored(interaction_id))
+        held = self.recent.remove(interaction_id) is not None
+        for record in [f for f in self.feedback if f.request_id == interaction_id]:
+            self.feedback.remove(record)
+        return stored or held
 
     def quality_scores(self) -> list[float]:
         """The last ``max_quality_scores`` scores."""
@@ -170,11 +189,50 @@ class ServerSideDataCollector:
     def _write_captured(self, batch: list[Interaction]) -> None:
         if self.learned is not None:  # before scoring: the scores use the batch's predictions
             self._guard("feature extraction", lambda: self.learned.observe(batch))
+        self._redact(batch)
         self._score(batch)
         self._count_inserted(self.store.add_interactions(batch))
         for interaction in batch:  # the store has them now; memory keeps texts and metadata only
             for choice in interaction.choices:
                 choice.token_ids = ()  # a shared empty tuple: no allocation per record
+        self._keep_within_bytes()
+
+    def _keep_within_bytes(self) -> None:
+        """Hold the store to ``store_max_bytes`` between retention clean-ups (after a commit: a failure here
+        never costs the records just written)."""
+        try:
+            if self.store.trim_bytes():
+                self.load_counts()
+        except Exception as exc:
+            logger.error("trimming the learning store to its byte bound failed: %s: %s", type(exc).__name__, exc)
+            self.metrics.store_errors.inc()
+
+    def _delete_stored(self, interaction_id: str) -> bool:
+        gone = self.store.delete_interactions([interaction_id])
+        if gone:
+            self.load_counts()
+        if self.learned is not None:
+            self.learned.forget(interaction_id)
+        return bool(gone)
+
+    def _redact(self, interactions: list[Interaction]) -> None:
+        if self.config.redact_pii:
+            counts: Counts = {}
+            for interaction in interactions:
+                redact_interaction(interaction, counts)
+            self._count_redactions(counts)
+
+    def _redact_texts(self, *texts: str | None) -> list[str | None]:
+        if not self.config.redact_pii:
+            return list(texts)
+        counts: Counts = {}
+        redacted = [None if t is None else redact(t, counts)[0] for t in texts]
+        self._count_redactions(counts)
+        return redacted
+
+    def _count_redactions(self, counts: Counts) -> None:
+        for kind, n in counts.items():
+            self.metrics.redactions.labels(kind=kind).inc(n)
 
     def _score(self, interactions: list[Interaction]) -> None:
         scores = [self.scorer.score(i) for i in interactions]
@@ -199,7 +257,9 @@ class ServerSideDataCollector:
             self.metrics.failures.inc()
             self.failures.record(f"quality predictor {what} failed: {type(exc).__name__}")
 
-    def _store_failed(self, exc: BaseException) -> None:
+    def _store_failed(self, exc: BaseException, lost: int) -> None:
+        # Not in the failure window: a store that cannot write is reported by its ``write_error`` for exactly as
+        # long as it lasts, and must not count towards rolling back the model.
+        self.metrics.dropped.inc(lost)
         self.metrics.store_errors.inc()
         self.metrics.failures.inc()
-        self.failures.record(f"store write failed: {type(exc).__name__}")

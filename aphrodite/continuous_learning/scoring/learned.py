@@ -26,6 +26,7 @@ import torch
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Interaction
 from aphrodite.continuous_learning.scoring.scorer import explicit_signal
+from aphrodite.continuous_learning.store.private import private_dir, restrict
 from aphrodite.reservoir.quality import QualityPredictorConfig, ReservoirQualityPredictor
 
 logger = logging.getLogger(__name__)
@@ -121,14 +122,19 @@ class LearnedQualityPredictor:
             self.save()
         return True
 
+    def forget(self, response_id: str) -> None:
+        """Drop the feature held for a deleted response."""
+        self._held.pop(response_id, None)
+
     def save(self) -> None:
         """Write reservoir, readout and accuracy window to the learning dir (atomically: a crash keeps the
         previous file)."""
         if self.model is None:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        private_dir(os.path.dirname(self.path))
         tmp = self.path + ".tmp"
         self.model.save(tmp)
+        restrict(tmp)  # 0600, like everything in the learning dir
         os.replace(tmp, self.path)
         self._labels_since_save = 0
 

@@ -42,6 +42,9 @@ class StoreCounts:
 class InteractionStore(abc.ABC):
     """Durable storage for continuous learning."""
 
+    write_error: str | None = None
+    """Why the last write failed (e.g. ``database or disk is full``); None once a write succeeds."""
+
     @abc.abstractmethod
     def open(self) -> None:
         """Create or migrate the schema; raise ``StoreError`` with an actionable message on failure."""
@@ -86,6 +89,19 @@ class InteractionStore(abc.ABC):
 
         ``max_age_s`` <= 0 keeps interactions whatever their age.
         """
+
+    @abc.abstractmethod
+    def delete_interactions(self, ids: Sequence[str]) -> list[str]:
+        """Durably delete these interactions and their feedback; return the ids that were stored."""
+
+    def trim_bytes(self) -> int:
+        """When the records take more than the store's byte bound, delete the oldest (with their feedback) to
+        below it; return how many. Called after writes, so the bound holds between retention clean-ups."""
+        return 0
+
+    def probe_write(self) -> None:
+        """A write that changes nothing, made while ``write_error`` is set to learn whether writes succeed
+        again; raises like any write."""
 
     @abc.abstractmethod
     def load_state(self) -> dict[str, Any]:

@@ -3,6 +3,13 @@
 Durability: every write is committed before the method returns. Captured traffic is committed with
 ``synchronous=NORMAL`` (survives a process crash or ``kill -9``; in WAL mode only a power loss can drop the
 last commits); feedback, supplied examples and the learning state with ``synchronous=FULL`` (fsync on commit).
+
+Privacy: the directory is made 0700 and learning.db 0600 before SQLite opens it (SQLite gives its -wal and -shm
+files the database file's mode). Retention bounds the records by age, count and bytes.
+
+Faults: ``write_error`` says why the last write failed (None once one succeeds). For fault-injection tests,
+``fail_writes`` (an attribute) or the file named by ``$APHRODITE_LEARNING_STORE_FAULT_FILE`` (while it exists)
+make every write raise ``sqlite3.OperationalError("database or disk is full")``, as a full disk does.
 """
 
 from __future__ import annotations
@@ -17,6 +24,13 @@ from typing import Any
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction
 from aphrodite.continuous_learning.store.base import InteractionStore, StoreCounts, StoredFeedback, StoreError
+from aphrodite.continuous_learning.store.private import private_dir, private_file, restrict
+from aphrodite.continuous_learning.store.retention import delete_oldest_until, used_bytes
+
+FAULT_FILE_ENV = "APHRODITE_LEARNING_STORE_FAULT_FILE"
+_DISK_FULL = "database or disk is full"
+_WAL_LIMIT_BYTES = 64 << 20
+"""The WAL file is truncated back to this size after a checkpoint."""
 
 # Schema migrations; ``PRAGMA user_version`` holds how many have been applied. Append, never edit.
 _MIGRATIONS: list[str] = [
@@ -67,17 +81,27 @@ _INSERT = f"INSERT OR IGNORE INTO interactions ({_COLUMNS}) VALUES ({', '.join('
 
 
 class SQLiteInteractionStore(InteractionStore):
-    """The SQLite store; ``path`` is the database file (its directory is created)."""
+    """The SQLite store; ``path`` is the database file (its directory is created); ``max_bytes`` bounds the
+    records' size in retention clean-up (None: unbounded)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int | None = None) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
+        self.write_error: str | None = None
+        self.fail_writes = False
+        """Test-only fault injection: every write raises as on a full disk."""
+        self._fault_file = os.environ.get(FAULT_FILE_ENV) or None
 
     def open(self) -> None:
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            private_dir(os.path.dirname(os.path.abspath(self.path)))
+            private_file(self.path)
+            for suffix in ("-wal", "-shm", "-journal"):  # left by an older server with wider modes
+                restrict(self.path + suffix)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             self._db = db
@@ -93,7 +117,7 @@ class SQLiteInteractionStore(InteractionStore):
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this server's "
                                         f"{SCHEMA_VERSION}; upgrade Aphrodite")
         for number in range(version, SCHEMA_VERSION):
-            with _transaction(db, durable=True):
+            with _Transaction(db, durable=True):
                 for statement in _MIGRATIONS[number].split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -110,16 +134,23 @@ class SQLiteInteractionStore(InteractionStore):
             raise StoreError("the learning store is not open")
         return self._db
 
+    def _write(self, durable: bool) -> _Transaction:
+        """A write transaction; its outcome sets ``write_error``."""
+        if self.fail_writes or (self._fault_file is not None and os.path.exists(self._fault_file)):
+            self.write_error = _DISK_FULL
+            raise sqlite3.OperationalError(_DISK_FULL)
+        return _Transaction(self.db, durable, self)
+
     def add_interactions(self, interactions: Sequence[Interaction], durable: bool = False) -> list[Interaction]:
         inserted = []
-        with _transaction(self.db, durable):
+        with self._write(durable):
             for interaction in interactions:
                 if self.db.execute(_INSERT, _to_row(interaction)).rowcount:
                     inserted.append(interaction)
         return inserted
 
     def add_feedback(self, feedback: StoredFeedback, interaction: Interaction) -> bool:
-        with _transaction(self.db, durable=True):
+        with self._write(durable=True):
             inserted = self.db.execute(_INSERT, _to_row(interaction)).rowcount > 0
             self.db.execute("UPDATE interactions SET user_satisfaction = ?, quality_score = ? WHERE id = ?",
                             (interaction.user_satisfaction, interaction.quality_score, interaction.id))
@@ -153,7 +184,7 @@ class SQLiteInteractionStore(InteractionStore):
 
     def cleanup(self, max_interactions: int, max_age_s: float, now: float) -> int:
         deleted = 0
-        with _transaction(self.db, durable=False):
+        with self._write(durable=False):
             if max_age_s > 0:
                 deleted += self.db.execute("DELETE FROM interactions WHERE created < ?",
                                            (now - max_age_s,)).rowcount
@@ -161,30 +192,75 @@ class SQLiteInteractionStore(InteractionStore):
             if excess > 0:
                 deleted += self.db.execute("DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM "
                                            "interactions ORDER BY created LIMIT ?)", (excess,)).rowcount
+            if self.max_bytes is not None:
+                deleted += delete_oldest_until(self.db, self.max_bytes)
         return deleted
+
+    def trim_bytes(self) -> int:
+        # Past the bound, trim to 90% of it, so that at the bound not every write pays for a trim.
+        if self.max_bytes is None or used_bytes(self.db) <= self.max_bytes:
+            return 0
+        with self._write(durable=False):
+            return delete_oldest_until(self.db, int(self.max_bytes * 0.9))
+
+    def used_bytes(self) -> int:
+        """Bytes of learning.db in use (see ``retention.used_bytes``)."""
+        return used_bytes(self.db)
+
+    def delete_interactions(self, ids: Sequence[str]) -> list[str]:
+        with self._write(durable=True):
+            return [i for i in ids if self.db.execute("DELETE FROM interactions WHERE id = ?", (i,)).rowcount]
+
+    def probe_write(self) -> None:
+        """A write that changes nothing, to learn whether writes succeed again (sets ``write_error``)."""
+        with self._write(durable=False):
+            self.db.execute("INSERT OR REPLACE INTO learning_state (key, value) VALUES ('_probe', '0')")
+            self.db.execute("DELETE FROM learning_state WHERE key = '_probe'")
 
     def load_state(self) -> dict[str, Any]:
         return {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM learning_state")}
 
     def save_state(self, state: dict[str, Any]) -> None:
-        with _transaction(self.db, durable=True):
+        with self._write(durable=True):
             self.db.execute("DELETE FROM learning_state")
             self.db.executemany("INSERT INTO learning_state (key, value) VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in state.items()])
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), with the requested fsync level."""
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), with the requested fsync level; reports the outcome of
+    a store write to the store's ``write_error``."""
 
-    def __init__(self, db: sqlite3.Connection, durable: bool) -> None:
-        self.db, self.durable = db, durable
+    def __init__(self, db: sqlite3.Connection, durable: bool, store: SQLiteInteractionStore | None = None) -> None:
+        self.db, self.durable, self.store = db, durable, store
 
     def __enter__(self) -> None:
-        self.db.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._report(exc)
+            raise
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: Any, exc: Any, _: Any) -> None:
+        if exc_type is not None:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                self._report(exc)
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as commit_error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._report(commit_error)
+            raise
+        self._report(None)
+
+    def _report(self, exc: sqlite3.Error | None) -> None:
+        if self.store is not None:
+            self.store.write_error = None if exc is None else str(exc) or type(exc).__name__
 
 
 def _to_row(i: Interaction) -> tuple:

@@ -6,9 +6,9 @@ ordinary 404.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
@@ -17,8 +17,8 @@ from aphrodite.continuous_learning.system import ContinuousLearningSystem
 from aphrodite.endpoints.auth import Principal
 from aphrodite.endpoints.middleware import setup_continuous_learning_middleware
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
-                                                          FeedbackResponse, InteractionAck, LearnRequest,
-                                                          LearnResponse, ManualLearningRequest)
+                                                          FeedbackResponse, InteractionAck, InteractionDeleted,
+                                                          LearnRequest, LearnResponse, ManualLearningRequest)
 from aphrodite.endpoints.openai.serving_continuous_learning import OpenAIServingContinuousLearning
 
 router = APIRouter(prefix="/v1/learning", tags=["continuous learning"])
@@ -54,7 +54,7 @@ async def learning_metrics(request: Request) -> JSONResponse:
 
 @router.get("/health")
 async def learning_health(request: Request) -> JSONResponse:
-    body, status = _handler(request).health()
+    body, status = await _handler(request).health()
     return JSONResponse(body, status_code=status)
 
 
@@ -79,6 +79,12 @@ async def learning_learn(body: LearnRequest, request: Request) -> LearnResponse:
 async def learning_feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
     _charge(request, "feedback", 1)
     return await _handler(request).feedback(body, _principal(request))
+
+
+@router.delete("/interactions/{interaction_id}", response_model=InteractionDeleted)
+async def learning_delete_interaction(interaction_id: Annotated[str, Path(min_length=1, max_length=256)],
+                                      request: Request) -> InteractionDeleted:
+    return await _handler(request).delete_interaction(interaction_id)
 
 
 @router.post("/control", response_model=ControlResponse)

@@ -92,6 +92,14 @@ class FeedbackResponse(BaseModel):
     eligible: bool
 
 
+class InteractionDeleted(BaseModel):
+    """DELETE /v1/learning/interactions/{id}: the interaction and its feedback are gone from the store."""
+
+    id: str
+    object: Literal["learning.interaction.deleted"] = "learning.interaction.deleted"
+    deleted: bool = True
+
+
 class ControlResponse(BaseModel):
     object: Literal["learning.control"] = "learning.control"
     action: str

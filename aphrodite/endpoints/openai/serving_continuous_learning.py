@@ -19,8 +19,8 @@ from aphrodite.continuous_learning.system import ContinuousLearningSystem
 from aphrodite.endpoints.auth import Principal
 from aphrodite.endpoints.openai.errors import APIError, quote
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
-                                                          FeedbackResponse, InteractionAck, LearnRequest,
-                                                          LearnResponse, ManualLearningRequest)
+                                                          FeedbackResponse, InteractionAck, InteractionDeleted,
+                                                          LearnRequest, LearnResponse, ManualLearningRequest)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,16 +111,20 @@ class OpenAIServingContinuousLearning:
             },
         }
 
-    def health(self) -> tuple[dict[str, Any], int]:
-        """The health report and its HTTP status (503 when the store writer or background loop is down)."""
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """The health report and its HTTP status: 503 when ``unhealthy`` (store writer or background loop down)
+        or ``degraded`` (the store cannot write, or too many recent failures), with the reason; 200 otherwise."""
         s = self.system
-        status = s.health_status()
+        await s.check_store()
+        status, reason = s.health_report()
         checks = {"store_writer": s.collector.writer.alive, "background_processing": s.processor.running,
+                  "store_writable": s.store.write_error is None,
                   "write_queue_full": s.collector.writer.queue_depth >= s.config.write_queue_size,
+                  "dropped_interactions": s.collector.writer.dropped,
                   "recent_failures": s.failures.recent()}
-        body = {"object": "learning.health", "status": status, "learning_enabled": s.state.enabled,
+        body = {"object": "learning.health", "status": status, "reason": reason, "learning_enabled": s.state.enabled,
                 "weight_version": s.weight_version, "checks": checks}
-        return body, 503 if status == "unhealthy" else 200
+        return body, 503 if status in ("unhealthy", "degraded") else 200
 
     def config(self) -> dict[str, Any]:
         s = self.system
@@ -155,6 +159,12 @@ class OpenAIServingContinuousLearning:
         return FeedbackResponse(id=result.feedback.id, created=int(result.feedback.created),
                                 response_id=interaction.id, user_satisfaction=req.user_satisfaction,
                                 quality_score=result.quality_score, eligible=self._eligible(result.quality_score))
+
+    async def delete_interaction(self, interaction_id: str) -> InteractionDeleted:
+        if not await self._guard(self.system.delete_interaction(interaction_id)):
+            raise APIError(f"No interaction with id '{interaction_id[:64]}' is in the learning store.", 404,
+                           param="interaction_id", code="interaction_not_found")
+        return InteractionDeleted(id=interaction_id)
 
     async def control(self, req: ControlRequest) -> ControlResponse:
         s = self.system
@@ -192,8 +202,8 @@ class OpenAIServingContinuousLearning:
         try:
             return await work
         except (StoreError, sqlite3.Error, RuntimeError) as exc:
-            logger.exception("learning store operation failed")
-            self.system.record_failure(f"store operation failed: {type(exc).__name__}")
+            logger.error("learning store operation failed: %s: %s", type(exc).__name__, exc)
+            self.system.metrics.store_errors.inc()  # health reports the store's state (not the failure window)
             raise APIError("The learning store is unavailable; the request was not recorded. Retry later.", 503,
                            code="learning_store_unavailable") from exc
 

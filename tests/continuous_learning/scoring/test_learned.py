@@ -153,7 +153,9 @@ def test_state_survives_a_restart(tmp_path):
             system.on_request_finished(r)
             await feedback(system, r.response_id, 1.0 if i % 2 == 0 else -1.0)
         if labels:
-            assert os.path.exists(os.path.join(tmp_path, "learning", FILE_NAME))  # saved every 8 labels
+            saved = os.path.join(tmp_path, "learning", FILE_NAME)
+            assert os.path.exists(saved)  # saved every 8 labels
+            assert os.stat(saved).st_mode & 0o777 == 0o600  # private, like everything in the learning dir
         p = with_states(probe)
         system.on_request_finished(p)
         await barrier(system)
@@ -232,3 +234,18 @@ def test_the_server_feeds_the_predictor_and_reports_it(tiny_model_dir, tmp_path)
     assert report["input_dim"] == 16 and report["labels_seen"] == 1 and report["labels_unmatched"] == 0
     assert "aphrodite:learning_quality_predictor_weight 0.0" in prometheus
     assert (tmp_path / FILE_NAME).exists()  # saved on shutdown
+
+
+def test_a_deleted_response_leaves_no_held_feature(tmp_path):
+    async def main():
+        system = ContinuousLearningSystem(config(tmp_path, **SMALL))
+        await system.start()
+        r = with_states(torch.randn(6, D))
+        system.on_request_finished(r)
+        await barrier(system)
+        held_before = r.response_id in system.quality_predictor._held
+        deleted = await system.delete_interaction(r.response_id)
+        await system.stop()
+        return held_before, deleted, r.response_id in system.quality_predictor._held
+
+    assert run(main()) == (True, True, False)

@@ -101,3 +101,83 @@ def test_not_a_database_is_refused_with_advice(tmp_path):
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="--learning-dir"):
         SQLiteInteractionStore(str(path)).open()
+
+
+def test_the_learning_dir_is_private_to_the_server_user(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    (old / "learning.db-wal").write_bytes(b"")  # left world-readable by an older server
+    (old / "learning.db-wal").chmod(0o644)
+    for path in (tmp_path / "new" / "deeper" / "learning.db", old / "learning.db"):
+        s = SQLiteInteractionStore(str(path))
+        s.open()
+        s.add_interactions([scored()])  # the WAL and shared-memory files exist now
+        files = [path, path.with_name("learning.db-wal"), path.with_name("learning.db-shm")]
+        assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        s.close()
+
+
+def test_delete_removes_the_interaction_and_its_feedback(store):
+    gone, kept = scored(), scored()
+    store.add_interactions([gone, kept])
+    store.add_feedback(StoredFeedback("fb-1", gone.id, -1.0, "Better.", "meh", time.time()), gone)
+    assert store.delete_interactions([gone.id, "cmpl-unknown"]) == [gone.id]
+    assert store.get_interaction(gone.id) is None and store.feedback_for(gone.id) == []
+    assert store.db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
+    assert store.get_interaction(kept.id) is not None
+    assert store.delete_interactions([gone.id]) == []
+
+
+def test_cleanup_bounds_the_bytes_the_records_take(tmp_path):
+    s = SQLiteInteractionStore(str(tmp_path / "learning.db"), max_bytes=400_000)
+    s.open()
+    now = time.time()
+    rows = [scored(text="x" * 20_000, created=now - 1000 + k) for k in range(50)]  # about 1 MB
+    s.add_interactions(rows)
+    assert s.used_bytes() > 900_000
+    deleted = s.cleanup(max_interactions=1_000, max_age_s=0, now=now)
+    assert s.used_bytes() <= 400_000 and 25 <= deleted < 50
+    kept = {i.id for i in s.eligible(0.0, 100)}
+    assert kept == {r.id for r in rows[deleted:]}  # the newest are kept
+    s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = (tmp_path / "learning.db").stat().st_size
+    for k in range(5):  # 1 MB more, in rounds, each followed by clean-up as the background step does
+        s.add_interactions([scored(text="y" * 20_000, created=now + k) for _ in range(10)])
+        s.cleanup(max_interactions=1_000, max_age_s=0, now=now)
+        assert s.used_bytes() <= 400_000
+    s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert (tmp_path / "learning.db").stat().st_size <= size  # freed pages are reused: the file does not grow
+    s.close()
+
+
+def test_a_failing_write_changes_nothing_and_is_reported_until_writes_succeed(store):
+    first = scored()
+    store.add_interactions([first])
+    store.fail_writes = True
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        store.add_interactions([scored()])
+    assert store.write_error == "database or disk is full"
+    with pytest.raises(sqlite3.OperationalError):
+        store.save_state({"paused": True})
+    with pytest.raises(sqlite3.OperationalError):
+        store.probe_write()
+    assert store.load_state() == {} and store.counts(0.0).interactions == 1
+    store.fail_writes = False
+    store.probe_write()
+    assert store.write_error is None and store.load_state() == {}
+
+
+def test_the_fault_file_makes_writes_fail_while_it_exists(tmp_path, monkeypatch):
+    fault = tmp_path / "disk-full"
+    monkeypatch.setenv("APHRODITE_LEARNING_STORE_FAULT_FILE", str(fault))
+    s = SQLiteInteractionStore(str(tmp_path / "learning.db"))
+    s.open()
+    s.add_interactions([scored()])
+    fault.touch()
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        s.add_interactions([scored()])
+    fault.unlink()
+    s.add_interactions([scored()])
+    assert s.write_error is None and s.counts(0.0).interactions == 2
+    s.close()

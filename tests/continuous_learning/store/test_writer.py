@@ -50,12 +50,27 @@ def test_a_failing_batch_is_reported_and_the_writer_goes_on():
         if len(calls) == 1:
             raise OSError("disk full")
 
-    writer = StoreWriter(write, capacity=10, on_error=errors.append)
+    writer = StoreWriter(write, capacity=10, on_error=lambda exc, lost: errors.append((exc, lost)))
     writer.start()
     writer.offer(interaction_from_finished(finished()))
     writer.submit(lambda: None).result(5)
+    assert writer.dropped == 1  # the failed batch is lost, and counted as such
     writer.offer(interaction_from_finished(finished()))
     writer.submit(lambda: None).result(5)
     writer.stop()
-    assert len(errors) == 1 and len(calls) == 2 and writer.alive is False
+    assert len(errors) == 1 and errors[0][1] == 1 and len(calls) == 2 and writer.alive is False
+    assert writer.dropped == 1 and writer.queue_depth == 0 and writer.queued_bytes == 0
     assert writer.submit(lambda: 1).exception(1) is not None  # a stopped writer refuses, it does not hang
+
+
+def test_the_queue_is_bounded_in_bytes_too():
+    gate = threading.Event()
+    writer = StoreWriter(lambda batch: gate.wait(10), capacity=1_000, max_bytes=50_000)
+    writer.start()
+    big = [interaction_from_finished(finished(text="x" * 20_000)) for _ in range(10)]
+    accepted = [writer.offer(i) for i in big]
+    assert accepted.count(True) <= 3 and writer.dropped == accepted.count(False) >= 7
+    assert writer.queued_bytes <= 50_000
+    gate.set()
+    writer.stop()
+    assert writer.queued_bytes == 0
