@@ -101,3 +101,10 @@ def test_not_a_database_is_refused_with_advice(tmp_path):
     path.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="--learning-dir"):
         SQLiteInteractionStore(str(path)).open()
+
+
+def test_every_version_a_response_saw_is_stored(store):
+    straddled = scored(weight_version=2, weight_versions=[2, 3])
+    store.add_interactions([straddled])
+    back = store.get_interaction(straddled.id)
+    assert back.weight_version == 2 and back.weight_versions == [2, 3]
