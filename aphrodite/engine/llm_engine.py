@@ -148,9 +148,11 @@ class LLMEngine:
         and the safe point only copies. The future holds the version serving afterwards."""
         return self.swap_in(version, self.weights.prepare(deltas), serve)
 
-    def swap_in(self, version: int, prepared: PreparedVersion, serve: bool = True) -> "Future[int]":
-        """Thread-safe: keep an already prepared version and (if ``serve``) copy it in at the next safe point."""
-        return self.call_at_safe_point(lambda: self._swap(self.weights.apply, version, prepared, serve))
+    def swap_in(self, version: int, prepared: PreparedVersion, serve: bool = True,
+                parent: int | None = None) -> "Future[int]":
+        """Thread-safe: keep an already prepared version and (if ``serve``) copy it in at the next safe point;
+        with ``parent``, the future fails with ``StaleParent`` unless ``parent`` still serves then."""
+        return self.call_at_safe_point(lambda: self._swap(self.weights.apply, version, prepared, serve, parent))
 
     def rollback_weights(self, to: int | None = None) -> "Future[int]":
         """Thread-safe: serve a kept version (default: the one below the current) from the next step on."""

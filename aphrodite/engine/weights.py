@@ -36,6 +36,10 @@ class PreparedVersion:
     padded: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
+class StaleParent(ValueError):
+    """A candidate was trained from a version that no longer serves; promoting it would discard another."""
+
+
 class WeightVersions:
     """Tracks which deltas serve requests and keeps recent versions for rollback."""
 
@@ -91,8 +95,11 @@ class WeightVersions:
             padded[name] = (a, b)
         return PreparedVersion(dict(deltas), padded)
 
-    def apply(self, version: int, prepared: PreparedVersion, serve: bool = True) -> int:
-        """Keep ``version`` (prepared by ``prepare``) and, if ``serve``, make it the serving weights."""
+    def apply(self, version: int, prepared: PreparedVersion, serve: bool = True, parent: int | None = None) -> int:
+        """Keep ``version`` (prepared by ``prepare``) and, if ``serve``, make it the serving weights; with
+        ``parent``, only if ``parent`` still serves (else ``StaleParent``, nothing changes)."""
+        if parent is not None and parent != self.version:
+            raise StaleParent(f"version {version} was trained from version {parent}, but {self.version} serves now")
         if version in self._history and version != self.version:
             raise ValueError(f"weight version {version} already exists")
         if version < 0:

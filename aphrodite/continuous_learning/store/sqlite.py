@@ -145,6 +145,16 @@ class SQLiteInteractionStore(InteractionStore):
                                "ORDER BY created LIMIT ?", (threshold, min_created, limit))
         return [_from_row(row) for row in rows]
 
+    def ratings_by_version(self, versions: list[int]) -> dict[int, list[float]]:
+        """Explicit ratings (``user_satisfaction``) of responses whose first token came from each version."""
+        found: dict[int, list[float]] = {v: [] for v in versions}
+        marks = ", ".join("?" * len(versions))
+        for version, rating in self.db.execute(
+                f"SELECT i.weight_version, f.user_satisfaction FROM feedback f JOIN interactions i "
+                f"ON f.response_id = i.id WHERE i.weight_version IN ({marks})", versions):
+            found[version].append(rating)
+        return found
+
     def counts(self, threshold: float) -> StoreCounts:
         db = self.db
         return StoreCounts(

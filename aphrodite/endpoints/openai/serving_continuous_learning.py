@@ -6,6 +6,7 @@ load. Writes (manual, learn, feedback, control) return once committed to the sto
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sqlite3
@@ -42,6 +43,7 @@ class OpenAIServingContinuousLearning:
             "learning_enabled": s.state.enabled,
             "paused": s.state.paused,
             "weight_version": s.weight_version,
+            "learner_notice": s.learner.notice if s.learner is not None else None,
             "model": s.model_name,
             "overview": {
                 "total_interactions": s.total_interactions,
@@ -109,6 +111,13 @@ class OpenAIServingContinuousLearning:
             },
         }
 
+    async def versions(self) -> dict[str, Any]:
+        """Kept weight versions (base first) with their manifest summaries, and which one serves."""
+        s = self.system
+        rows = ([{"version": 0, "parent": None, "serving": s.weight_version == 0, "base": True}]
+                if s.learner is None else await asyncio.to_thread(s.learner.list_versions))
+        return {"object": "list", "data": rows, "serving": s.weight_version}
+
     def health(self) -> tuple[dict[str, Any], int]:
         """The health report and its HTTP status (503 when the store writer or background loop is down)."""
         s = self.system
@@ -158,7 +167,10 @@ class OpenAIServingContinuousLearning:
         if action is None:
             raise APIError(f"Unknown action '{req.action}'; use one of: {', '.join(s.actions.names)}.", 400,
                            param="action", code="invalid_action")
-        message = await self._guard(action.handler(s))
+        try:
+            message = await self._guard(action.run(s, req.version))
+        except ValueError as exc:  # an unknown version, or a version for an action that takes none
+            raise APIError(f"{exc}.", 400, param="version", code="invalid_version") from exc
         s.metrics.control_actions.labels(action=action.name).inc()
         return ControlResponse(action=action.name, message=message, status=s.health_status(),
                                learning_enabled=s.state.enabled, paused=s.state.paused)
