@@ -131,7 +131,8 @@ class LoRALearner:
         runner = await self.runner()
         result: TrainingResult = await runner.run(train_and_gate, job)  # a crash or exception: a failed task
         report = {**result.report, "accepted": result.accepted, "reason": result.reason, "parent": parent,
-                  "created": time.time()}
+                  "created": time.time(), "training": {"lr": job.lr, "steps": job.steps, "rank": job.rank,
+                                                       "alpha": job.alpha, "replay": len(job.replay)}}
         self.history = (self.history + [report])[-50:]
         if not result.accepted:
             await self._refused(result.reason)
@@ -145,7 +146,7 @@ class LoRALearner:
         manifest = {"parent": parent, "signals": dict(Counter(i.interaction_type for i in learned)),
                     "interaction_ids": [i.id for i in learned],
                     "admitted_by": {i.id: getattr(i, "admitted_by", None) or "quality_threshold" for i in learned},
-                    "gate": result.report, "forgotten_interactions": []}
+                    "gate": result.report, "training": report["training"], "forgotten_interactions": []}
         await asyncio.to_thread(self.versions.save, version, result.deltas, manifest)
         report["version"] = version
         if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
