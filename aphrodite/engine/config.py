@@ -26,8 +26,9 @@ class ModelLoadConfig:
     hidden_state_dim: int = 64
     """Size that final hidden states are projected to when a request asks for them (0: no projection)."""
     max_lora_rank: int = 16
-    """Largest rank of a LoRA adapter per projection (q, k, v, o, gate, up, down); weight-swap buffers are
-    allocated once at this rank, so a swap only copies. A bigger delta is refused when it is submitted."""
+    """Largest rank of a LoRA adapter per projection (q, k, v, o, gate, up, down). Submitted deltas are padded
+    to it before they are queued, so every version has the same shapes and a swap allocates nothing; a bigger
+    delta is refused when it is submitted."""
 
     def __post_init__(self) -> None:
         if self.max_model_len is not None and self.max_model_len < 1:
