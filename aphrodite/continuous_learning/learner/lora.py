@@ -155,9 +155,10 @@ class LoRALearner:
             return
         try:
             await self.engine.submit_weights(version, result.deltas, parent=parent)
-        except StaleParent as exc:  # another version (or a rollback) came first: retrain from it later
+        except ValueError as exc:  # StaleParent: another version (or a rollback) came first; or a bad delta
             await asyncio.to_thread(self._discard, version)
-            raise CandidateRejected(f"{exc}; the batch is offered again") from exc
+            again = "; the batch is offered again" if isinstance(exc, StaleParent) else ""
+            raise CandidateRejected(f"{exc}{again}") from exc
         await asyncio.to_thread(self._record_serving, version)
         logger.info("promoted weight version %d (parent %d): %s", version, parent, result.report)
 
