@@ -224,8 +224,10 @@ class LoRALearner:
         version = self.engine.weight_version
         if version == 0 or not self.config.enable_rollback_on_failure:
             return
-        parent = self._parent_of(version)
         store = self.system.store
+        if not hasattr(store, "ratings_by_version"):  # a store that cannot group ratings by version
+            return
+        parent = self._parent_of(version)
         ratings = await self.system.collector.writer.call(lambda: store.ratings_by_version([parent, version]))
         verdict = rated_worse(ratings[parent], ratings[version], self.config.learner_rollback_min_ratings,
                               self.config.learner_rollback_alpha)
