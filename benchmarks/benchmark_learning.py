@@ -273,7 +273,7 @@ def main() -> None:
     with RemoteServer(server_args, timeout=300) as server:
         res = asyncio.run(serve_phase(server.url, args))
     versions = learning_dir / "versions"
-    seconds = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text())["gate"].get("seconds")
+    seconds = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text()).get("seconds")
                for v in (res["v_idle"], res["v_load"]) if (versions / f"v{v}").is_dir()}
     eff = effectiveness(versions, res["v_idle"]) if res["v_idle"] in seconds else None
     report(args, stalls, res, seconds, eff)

@@ -34,7 +34,7 @@ from typing import Any
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Choice, Interaction
 from aphrodite.continuous_learning.learner.evidence import rated_worse
-from aphrodite.continuous_learning.learner.job import TrainingJob, TrainingResult, train_and_gate
+from aphrodite.continuous_learning.learner.interim_task import TrainingJob, TrainingResult, train_and_gate
 from aphrodite.continuous_learning.learner.trainer import Example, default_targets
 from aphrodite.continuous_learning.learner.versions import VersionStore
 from aphrodite.continuous_learning.learner.worker import InThreadRunner, TrainingWorker, share_weights
@@ -130,7 +130,7 @@ class LoRALearner:
         job = self.job([ex for _, ex in used], self.engine.weight_deltas(parent), learning_rate)
         runner = await self.runner()
         result: TrainingResult = await runner.run(train_and_gate, job)  # a crash or exception: a failed task
-        report = {**result.report, "accepted": result.accepted, "reason": result.reason, "parent": parent,
+        report = {**_gate_of(result), "accepted": result.accepted, "reason": result.reason, "parent": parent,
                   "created": time.time(), "training": {"lr": job.lr, "steps": job.steps, "rank": job.rank,
                                                        "alpha": job.alpha, "replay": len(job.replay)}}
         self.history = (self.history + [report])[-50:]
@@ -143,10 +143,11 @@ class LoRALearner:
     async def _promote(self, parent: int, result: TrainingResult, learned: list[Interaction],
                        report: dict[str, Any]) -> None:
         version = max(self.engine.weight_versions + self.versions.versions()) + 1
+        admitted = _admitted_by(result, learned)
         manifest = {"parent": parent, "signals": dict(Counter(i.interaction_type for i in learned)),
-                    "interaction_ids": [i.id for i in learned],
-                    "admitted_by": {i.id: getattr(i, "admitted_by", None) or "quality_threshold" for i in learned},
-                    "gate": result.report, "training": report["training"], "forgotten_interactions": []}
+                    "interaction_ids": list(admitted), "admitted_by": admitted, "gate": _gate_of(result),
+                    "seconds": getattr(result, "seconds", None) or _gate_of(result).get("seconds"),
+                    "training": report["training"], "forgotten_interactions": []}
         await asyncio.to_thread(self.versions.save, version, result.deltas, manifest)
         report["version"] = version
         if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
@@ -160,7 +161,7 @@ class LoRALearner:
             again = "; the batch is offered again" if isinstance(exc, StaleParent) else ""
             raise CandidateRejected(f"{exc}{again}") from exc
         await asyncio.to_thread(self._record_serving, version)
-        logger.info("promoted weight version %d (parent %d): %s", version, parent, result.report)
+        logger.info("promoted weight version %d (parent %d): %s", version, parent, _gate_of(result))
 
     async def _refused(self, reason: str) -> None:
         self.refusals_in_a_row += 1
@@ -277,6 +278,20 @@ class LoRALearner:
                          "forgotten_interactions": len(m.get("forgotten_interactions", [])),
                          "gate": m.get("gate", {}), "path": str(self.versions.path(v))})
         return rows
+
+
+def _gate_of(result: Any) -> dict[str, Any]:
+    """The gate's report of a ``TrainingResult`` (``gate`` in learner/task.py, ``report`` in the interim one)."""
+    return dict(getattr(result, "gate", None) or getattr(result, "report", None) or {})
+
+
+def _admitted_by(result: Any, learned: list[Interaction]) -> dict[str, str]:
+    """Interaction id -> the rule that admitted it: from the result's manifest (learner/task.py) when it has
+    one, else every interaction of the batch, admitted by the quality threshold."""
+    pairs = getattr(result, "manifest", None)
+    if pairs:
+        return {interaction_id: rule for interaction_id, rule in pairs}
+    return {i.id: "quality_threshold" for i in learned}
 
 
 def _qa(question: str, answer: str) -> Interaction:

@@ -12,7 +12,7 @@ import pytest
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import supplied_interaction
-from aphrodite.continuous_learning.learner.job import train_and_gate
+from aphrodite.continuous_learning.learner.interim_task import train_and_gate
 from aphrodite.continuous_learning.learner.lora import LoRALearner
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig

@@ -12,7 +12,7 @@ import torch
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.control.state import LearningState
 from aphrodite.continuous_learning.interaction import supplied_interaction
-from aphrodite.continuous_learning.learner.job import TrainingResult
+from aphrodite.continuous_learning.learner.interim_task import TrainingResult
 from aphrodite.continuous_learning.learner.lora import CandidateRejected, LoRALearner
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig

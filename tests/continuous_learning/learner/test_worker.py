@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from aphrodite.continuous_learning.learner.job import TrainingJob, train_and_gate
+from aphrodite.continuous_learning.learner.interim_task import TrainingJob, train_and_gate
 from aphrodite.continuous_learning.learner.trainer import Example, default_targets
 from aphrodite.continuous_learning.learner.worker import (InThreadRunner, TaskFailed, TrainingWorker, WorkerCrashed,
                                                           share_weights)

@@ -1,7 +1,6 @@
-"""One learning task as data: a picklable ``TrainingJob`` in, a ``TrainingResult`` out, and ``train_and_gate``.
-
-This is the interim form of contract 5 (``learner/task.py`` replaces it): today's training and evaluation,
-as a pure function of the served model's base weights and the job, so it can run in the worker process.
+"""Interim form of contract 5 (delete when ``learner/task.py`` lands): a picklable ``TrainingJob`` in, a
+``TrainingResult`` out, and ``train_and_gate`` (the earlier learner's training and evaluation as a pure
+function of the served model's base weights and the job, so it can run in the worker process).
 """
 
 from __future__ import annotations
