@@ -34,7 +34,7 @@ class FinishedRequest:
     ttft_s: float | None
     total_s: float
     weight_version: int
-    """The weight version of the engine when the request finished."""
+    """The weight version that produced the first token (as in the ``x-aphrodite-weight-version`` header)."""
     sampling_params: dict[str, Any]
     stream: bool
     status_code: int = 200
@@ -46,6 +46,8 @@ class FinishedRequest:
     hidden_states: list[Any] | None = None
     """Per choice, projected final hidden states of the generated tokens, when the engine was asked for them."""
     created: float = field(default_factory=time.time)
+    weight_versions: list[int] = field(default_factory=list)
+    """Every weight version that produced one of the response's tokens (a response can straddle a swap)."""
 
 
 class RequestObserver(Protocol):

@@ -39,8 +39,10 @@ class ServerSideConfig:
     """Capture every finished completion and chat request as an interaction."""
     background_learning_interval: float = 60.0
     """Seconds between two runs of the background learning step (retention clean-up, eligibility, learner)."""
-    max_concurrent_learning_tasks: int = 2
-    """Most learning tasks the background processor runs at the same time."""
+    max_concurrent_learning_tasks: int = 1
+    """Most learning tasks the background processor runs at the same time. Whatever the number, a candidate
+    is promoted only if its parent still serves (otherwise its batch is offered again), so no promotion
+    discards another."""
     enable_hot_swapping: bool = True
     """Let the learner hand new weight versions to the running engine without a restart."""
     max_learning_rate_production: float = 1e-4
@@ -48,7 +50,8 @@ class ServerSideConfig:
     learning_rate_decay_production: float = 0.995
     """Factor applied to the learning rate after each learning step, in (0, 1]."""
     enable_rollback_on_failure: bool = True
-    """Roll back to the previous weight version when learning fails too often (see max_recent_failures)."""
+    """Roll back automatically when explicit ratings of the serving version are clearly worse than its
+    parent's (see learner_rollback_min_ratings). Refused candidates never roll back a serving version."""
     min_interactions_for_learning: int = 10
     """Eligible interactions needed before a learning step runs."""
     interaction_quality_threshold: float = 0.6
@@ -76,7 +79,7 @@ class ServerSideConfig:
     failure_window_s: float = 600.0
     """Window in seconds over which recent failures are counted."""
     max_recent_failures: int = 5
-    """More failures than this within failure_window_s mark the system degraded (and trigger rollback)."""
+    """More failures than this within failure_window_s mark the system degraded."""
     learner: Literal["none", "lora"] = "lora"
     """Background learner: ``lora`` trains low-rank deltas on eligible interactions, evaluates each candidate
     and hot-swaps it into the engine between steps; ``none`` records and scores only."""
@@ -119,6 +122,23 @@ class ServerSideConfig:
     """Most bytes (estimated) of captured interactions waiting for the background writer; beyond it new ones
     are dropped and counted."""
 
+    # -- versions: how learning runs, how versions are kept, served and rolled back --------------------------
+    learner_keep_versions: int = 16
+    """Promoted weight versions kept on disk (PEFT adapter directories under <learning-dir>/versions) and
+    available to rollback; the serving one is always kept. Survives restarts."""
+    learner_worker: Literal["process", "thread"] = "process"
+    """Where training runs: ``process`` is a nice-19, one-thread worker process that maps the served base
+    weights from shared memory (serving keeps its pace); ``thread`` trains on a thread of the server (used
+    automatically when the model is on a GPU)."""
+    learner_pause_after_refusals: int = 5
+    """Pause background learning (with the reason in status) after this many refused candidates in a row."""
+    learner_rollback_min_ratings: int = 20
+    """Explicit ratings needed on each of the serving version and its parent before live evidence can roll
+    the serving version back (one-sided two-proportion z-test on positive-rating rates)."""
+    learner_rollback_alpha: float = 0.05
+    """Significance level of that test: roll back when the serving version's positive-rating rate is lower
+    than its parent's with p < alpha."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -133,13 +153,16 @@ class ServerSideConfig:
         for name in ("max_concurrent_learning_tasks", "min_interactions_for_learning", "max_interaction_buffer",
                      "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions",
                      "quality_predictor_units", "quality_predictor_depth", "quality_predictor_max_held",
-                     "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples"):
+                     "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples",
+                     "learner_keep_versions", "learner_pause_after_refusals", "learner_rollback_min_ratings"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         for name in ("store_max_bytes", "max_interaction_buffer_bytes", "write_queue_max_bytes"):  # issue 8
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")
         _check(self.learner_max_anchor_regression >= 0, "learner_max_anchor_regression",
                self.learner_max_anchor_regression, "must be >= 0")
+        _check(0.0 < self.learner_rollback_alpha < 1.0, "learner_rollback_alpha", self.learner_rollback_alpha,
+               "must be in (0, 1)")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
         paths = self.monitored_paths

@@ -54,7 +54,9 @@ class Interaction:
     ttft_ms: float | None = None
     total_ms: float | None = None
     weight_version: int = 0
-    """The engine weight version that produced the response (0 = base model)."""
+    """The engine weight version that produced the response's first token (0 = base model)."""
+    weight_versions: list[int] = field(default_factory=list)
+    """Every weight version that produced one of the response's tokens (more than one if it straddled a swap)."""
     sampling_params: dict[str, Any] = field(default_factory=dict)
     api_key_hash: str | None = None
     """sha256 hex of the caller's API key; the key itself is never kept."""
@@ -134,7 +136,8 @@ def interaction_from_finished(req: FinishedRequest, keep_hidden_states: bool = F
         prompt=None if req.messages is not None else req.prompt, messages=req.messages, model=req.model,
         prompt_tokens=req.prompt_tokens, completion_tokens=req.completion_tokens,
         ttft_ms=None if req.ttft_s is None else req.ttft_s * 1000.0, total_ms=req.total_s * 1000.0,
-        weight_version=req.weight_version, sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
+        weight_version=req.weight_version, weight_versions=list(req.weight_versions) or [req.weight_version],
+        sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
         status_code=req.status_code, error=req.error, created=req.created,
         model_confidence=_confidence(req.mean_logprobs),
         hidden_states=req.hidden_states[0] if keep_hidden_states and req.hidden_states else None)

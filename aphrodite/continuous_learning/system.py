@@ -65,7 +65,8 @@ class ContinuousLearningSystem:
         if config.learner == "lora" and hasattr(engine, "submit_weights"):
             self.learner = self.processor.learner = LoRALearner(self, config)
             self.actions.register("trigger", "Run the background learning step now.", trigger)
-            self.actions.register("rollback", "Serve the previous weight version.", rollback)
+            self.actions.register("rollback", "Serve kept weight version `version` (default: the serving "
+                                  "version's parent); GET /v1/learning/versions lists them.", rollback)
         self.started = False
         self._state_lock = asyncio.Lock()
         self._register_gauges()

@@ -106,9 +106,12 @@ class AsyncEngine:
         self._wake.set()
         return await asyncio.wrap_future(fut)
 
-    async def submit_weights(self, version: int, deltas: dict) -> int:
-        """Serve ``version`` (LoRA deltas by projection name) from the next engine step on."""
-        fut = self.engine.submit_weights(version, deltas)
+    async def submit_weights(self, version: int, deltas: dict, serve: bool = True, parent: int | None = None) -> int:
+        """Keep ``version`` (LoRA deltas by projection name) and, if ``serve``, serve it from the next engine
+        step on; returns the version serving afterwards. Checking and padding run on a worker thread. With
+        ``parent``, it is refused (``StaleParent``) unless ``parent`` still serves at the swap."""
+        prepared = await asyncio.to_thread(self.engine.weights.prepare, deltas)
+        fut = self.engine.swap_in(version, prepared, serve, parent)
         self._wake.set()
         return await asyncio.wrap_future(fut)
 
@@ -132,6 +135,7 @@ class AsyncEngine:
         return self.engine.weights.versions
 
     async def rollback_weights(self, to: int | None = None) -> int:
+        """Serve a kept version (default: the one below the current) from the next engine step on."""
         fut = self.engine.rollback_weights(to)
         self._wake.set()
         return await asyncio.wrap_future(fut)

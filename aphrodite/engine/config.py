@@ -25,12 +25,18 @@ class ModelLoadConfig:
     """Seed for unseeded sampling and for the hidden-state projection."""
     hidden_state_dim: int = 64
     """Size that final hidden states are projected to when a request asks for them (0: no projection)."""
+    max_lora_rank: int = 16
+    """Largest rank of a LoRA adapter per projection (q, k, v, o, gate, up, down). Submitted deltas are padded
+    to it before they are queued, so every version has the same shapes and a swap allocates nothing; a bigger
+    delta is refused when it is submitted."""
 
     def __post_init__(self) -> None:
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be positive")
         if self.hidden_state_dim < 0:
             raise ValueError("hidden_state_dim must be >= 0")
+        if self.max_lora_rank < 1:
+            raise ValueError("max_lora_rank must be >= 1")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

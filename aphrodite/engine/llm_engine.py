@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -26,7 +27,7 @@ from aphrodite.engine.outputs import RequestOutput, append_token, make_output
 from aphrodite.engine.sampling_params import SamplingParams
 from aphrodite.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from aphrodite.engine.sequence import Sequence
-from aphrodite.engine.weights import LoRADelta, WeightVersions
+from aphrodite.engine.weights import LoRADelta, PreparedVersion, WeightVersions
 from aphrodite.modeling.loader import load_model
 from aphrodite.modeling.tokenizer import Tokenizer
 
@@ -74,7 +75,9 @@ class LLMEngine:
         self.eos_ids = set(cfg.eos_token_ids) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.metrics = EngineMetrics(registry, self.model_name) if registry is not None else None
-        self.weights = WeightVersions(self.model)
+        self.weights = WeightVersions(self.model, max_rank=load.max_lora_rank)
+        self.swap_seconds: list[float] = []
+        """Stall of each weight swap at the safe point (the last 1,000), for benchmarks."""
         self._seqs: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()
         self._step_callbacks: list[Callable[["LLMEngine"], None]] = []
@@ -139,19 +142,29 @@ class LLMEngine:
         """The version serving requests now (0 = base model)."""
         return self.weights.version
 
-    def submit_weights(self, version: int, deltas: dict[str, LoRADelta]) -> "Future[int]":
-        """Thread-safe: serve ``version`` from the next step on; the future fails if a delta does not fit."""
-        self.weights.check(deltas)  # fail fast, before queueing
-        return self.call_at_safe_point(lambda: self._set_version(self.weights.apply, version, deltas))
+    def submit_weights(self, version: int, deltas: dict[str, LoRADelta], serve: bool = True) -> "Future[int]":
+        """Thread-safe: keep ``version`` and (if ``serve``) serve it from the next step on. The deltas are
+        checked and padded here, on the caller's thread: a delta that does not fit raises ``ValueError`` now,
+        and the safe point only copies. The future holds the version serving afterwards."""
+        return self.swap_in(version, self.weights.prepare(deltas), serve)
+
+    def swap_in(self, version: int, prepared: PreparedVersion, serve: bool = True,
+                parent: int | None = None) -> "Future[int]":
+        """Thread-safe: keep an already prepared version and (if ``serve``) copy it in at the next safe point;
+        with ``parent``, the future fails with ``StaleParent`` unless ``parent`` still serves then."""
+        return self.call_at_safe_point(lambda: self._swap(self.weights.apply, version, prepared, serve, parent))
 
     def rollback_weights(self, to: int | None = None) -> "Future[int]":
-        """Thread-safe: serve an earlier kept version from the next step on."""
-        return self.call_at_safe_point(lambda: self._set_version(self.weights.rollback, to))
+        """Thread-safe: serve a kept version (default: the one below the current) from the next step on."""
+        return self.call_at_safe_point(lambda: self._swap(self.weights.rollback, to))
 
-    def _set_version(self, fn, *args) -> int:
+    def _swap(self, fn, *args) -> int:
+        t0 = time.perf_counter()
         version = fn(*args)
+        elapsed = time.perf_counter() - t0
+        self.swap_seconds = (self.swap_seconds + [elapsed])[-1_000:]
         if self.metrics is not None:
-            self.metrics.set_weight_version(version)
+            self.metrics.set_weight_version(version, elapsed)
         return version
 
     # ---- the safe point -------------------------------------------------------------------------------
@@ -208,6 +221,7 @@ class LLMEngine:
             if sched.is_prefill and seq.params.max_tokens == 0:
                 seq.finish_reason = "length"  # scoring only: the prompt's log-probabilities are the answer
             else:
+                seq.saw_version(self.weight_version)  # the step ran before the safe point: this version computed it
                 append_token(seq, samples.token_ids[i], samples.logprobs[i], samples.top_logprobs[i], self.eos_ids,
                              self.max_model_len)
                 if i in result.hidden_states and seq.hidden_states is not None:

@@ -12,6 +12,8 @@ disable_created_metrics()
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                     10.0, 20.0, 40.0, 80.0)
 
+_SWAP_BUCKETS = (2.5e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2)
+
 
 class EngineMetrics:
     """Counters, gauges and histograms updated once per engine step."""
@@ -37,6 +39,9 @@ class EngineMetrics:
         self.e2e = mk(Histogram, "aphrodite:e2e_request_latency_seconds", "Arrival to finish.",
                       buckets=_LATENCY_BUCKETS)
         self.weight_version = mk(Gauge, "aphrodite:weight_version", "Weight version serving requests.")
+        self.weight_swap = mk(Histogram, "aphrodite:weight_swap_seconds",
+                              "Engine stall of a weight swap at the safe point (copying deltas into buffers).",
+                              buckets=_SWAP_BUCKETS)
         self._last_token_time: dict[str, tuple[float, int]] = {}
 
     def observe_step(self, num_running: int, num_waiting: int, kv_usage: float, prompt_tokens: int,
@@ -70,5 +75,6 @@ class EngineMetrics:
             if m.finished_time is not None:
                 self.e2e.labels(**lb).observe(m.finished_time - m.arrival_time)
 
-    def set_weight_version(self, version: int) -> None:
+    def set_weight_version(self, version: int, swap_seconds: float) -> None:
         self.weight_version.labels(**self._labels).set(version)
+        self.weight_swap.labels(**self._labels).observe(swap_seconds)

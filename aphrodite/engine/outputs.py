@@ -52,6 +52,9 @@ class RequestOutput:
     finished: bool
     metrics: RequestMetrics
     weight_version: int
+    """The weight version that produced the first token (the serving one, before any token)."""
+    weight_versions: list[int]
+    """Every weight version that produced one of its tokens so far."""
 
 
 def append_token(seq: Sequence, token_id: int, logprob: float, top: TopLogprobs | None,
@@ -103,6 +106,7 @@ def visible_text(seq: Sequence, finished: bool) -> str:
 
 
 def make_output(seq: Sequence, weight_version: int) -> RequestOutput:
+    """The output after a step computed by ``weight_version``."""
     finished = seq.finish_reason is not None
     hidden = torch.stack(seq.hidden_states) if finished and seq.hidden_states else None
     out = CompletionOutput(
@@ -113,5 +117,6 @@ def make_output(seq: Sequence, weight_version: int) -> RequestOutput:
         finish_reason=seq.finish_reason, stop_reason=seq.stop_reason, hidden_states=hidden)
     metrics = RequestMetrics(seq.arrival_time, seq.first_token_time, seq.last_token_time,
                              time.monotonic() if finished else None)
+    first = seq.first_token_version if seq.first_token_version is not None else weight_version
     return RequestOutput(seq.request_id, seq.prompt_token_ids, seq.prompt_logprobs, [out], finished,
-                         metrics, weight_version)
+                         metrics, first, list(seq.weight_versions) or [weight_version])

@@ -45,6 +45,10 @@ class Sequence:
     last_token_time: float | None = None
     num_preemptions: int = 0
     generator: torch.Generator | None = None
+    first_token_version: int | None = None
+    """The weight version that produced the first output token."""
+    weight_versions: list[int] = field(default_factory=list)
+    """Every weight version that produced one of its tokens, in order of first use."""
 
     def __post_init__(self) -> None:
         if self.params.seed is not None:
@@ -53,6 +57,13 @@ class Sequence:
             self.logprobs = []
         if self.params.return_hidden_states:
             self.hidden_states = []
+
+    def saw_version(self, version: int) -> None:
+        """Record that ``version`` computed this step's token."""
+        if self.first_token_version is None:
+            self.first_token_version = version
+        if version not in self.weight_versions:
+            self.weight_versions.append(version)
 
     @property
     def num_tokens(self) -> int:

@@ -17,7 +17,7 @@ def test_defaults_are_the_design_documents():
     assert (c.max_learning_rate_production, c.learning_rate_decay_production) == (1e-4, 0.995)
     assert (c.min_interactions_for_learning, c.interaction_quality_threshold) == (10, 0.6)
     assert (c.max_interaction_buffer, c.max_feedback_buffer, c.max_quality_scores) == (10_000, 5_000, 1_000)
-    assert c.max_concurrent_learning_tasks == 2
+    assert c.max_concurrent_learning_tasks == 1
     assert c.enable_request_monitoring and c.enable_response_feedback and c.enable_user_interactions
     assert c.enable_hot_swapping and c.enable_rollback_on_failure and c.enable_performance_feedback
 

@@ -189,3 +189,13 @@ def test_attaching_twice_is_refused(tmp_path):
     app = bare_app(config(tmp_path))
     with pytest.raises(RuntimeError, match="already attached"):
         attach_continuous_learning(app, app.state.engine, config(tmp_path))
+
+
+def test_versions_lists_what_serves_and_a_version_only_goes_to_rollback(client):
+    r = client.get("/v1/learning/versions")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "list" and body["serving"] == 2 and body["data"][0]["version"] == 0
+    err = is_openai_error(client.post("/v1/learning/control", json={"action": "pause", "version": 1}), 400)
+    assert err["param"] == "version"
+    is_openai_error(client.post("/v1/learning/control", json={"action": "rollback", "version": -1}), 422)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aphrodite.continuous_learning.system import ContinuousLearningSystem
 
-ControlHandler = Callable[["ContinuousLearningSystem"], Awaitable[str]]
-"""Applies an action and returns a sentence saying what it did."""
+ControlHandler = Callable[..., Awaitable[str]]
+"""``handler(system)`` (or ``handler(system, version)`` for an action that takes a weight version, such as
+``rollback``) applies an action and returns a sentence saying what it did."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,19 @@ class ControlAction:
     name: str
     description: str
     handler: ControlHandler
+
+    @property
+    def takes_version(self) -> bool:
+        """Whether the request's ``version`` field means something to this action."""
+        return "version" in inspect.signature(self.handler).parameters
+
+    async def run(self, system: ContinuousLearningSystem, version: int | None = None) -> str:
+        """Apply the action; ``ValueError`` when a version is given to an action that takes none."""
+        if version is None:
+            return await self.handler(system)
+        if not self.takes_version:
+            raise ValueError(f"the action {self.name!r} takes no version")
+        return await self.handler(system, version=version)
 
 
 class ControlActions:
@@ -75,8 +90,12 @@ async def _resume(system: ContinuousLearningSystem) -> str:
 
 async def _reset(system: ContinuousLearningSystem) -> str:
     await system.reset()
+    served = ""
+    if system.learner is not None and system.engine.weight_version != 0:
+        await system.learner.serve(0, reason="reset")
+        served = " The base weights (version 0) serve again; saved versions are kept for rollback."
     return ("Learning state reset: learning-rate schedule, statistics and in-memory buffers cleared; "
-            "stored interactions and feedback are kept.")
+            "stored interactions and feedback are kept." + served)
 
 
 def default_actions() -> ControlActions:
@@ -84,8 +103,8 @@ def default_actions() -> ControlActions:
     actions = ControlActions()
     actions.register("enable", "Turn capture, feedback and learning on.", _enable)
     actions.register("disable", "Turn capture, feedback and learning off.", _disable)
-    actions.register("reset", "Clear the learning-rate schedule, statistics and in-memory buffers "
-                              "(stored data is kept).", _reset)
+    actions.register("reset", "Clear the learning-rate schedule, statistics and in-memory buffers, and serve "
+                              "the base weights (version 0); stored data and saved versions are kept.", _reset)
     actions.register("pause", "Hold background learning; capture goes on.", _pause)
     actions.register("resume", "Resume background learning.", _resume)
     return actions

@@ -1,8 +1,9 @@
 """``BackgroundLearningProcessor``: the periodic step (retention clean-up, then a learning task when due).
 
-The learner itself arrives in a later issue; ``Learner`` is its seam. A learning task gets the eligible
-interactions not yet learned from and the current production learning rate; its success advances the
-learning-rate decay, its failure is counted (and feeds rollback).
+``Learner`` is the learner's seam. A learning task gets the eligible interactions not yet learned from and
+the current production learning rate; its success advances the learning-rate decay, its failure is counted
+(and its batch offered again). Before that, each step lets the learner check live evidence against the
+serving version (explicit ratings; see ``learner/evidence.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class BackgroundLearningProcessor:
             self._loop_task = asyncio.create_task(self._loop(), name="learning-background")
 
     async def stop(self) -> None:
+        close = getattr(self.learner, "close", None)
+        if close is not None:  # the learning worker process
+            with contextlib.suppress(Exception):
+                await close()
         for task in [self._loop_task, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -80,6 +85,9 @@ class BackgroundLearningProcessor:
         self.last_run = time.time()
         system.metrics.background_runs.inc()
         self.last_cleanup_deleted = await system.collector.writer.call(self._cleanup)
+        check = getattr(self.learner, "check_live_evidence", None)
+        if check is not None and system.state.enabled:
+            await check()
         state = system.state
         if (self.learner is None or not state.enabled or state.paused
                 or len(self._tasks) >= config.max_concurrent_learning_tasks

@@ -1,21 +1,22 @@
 """``LoRALearner``: turns eligible interactions into a new weight version, evaluated before it is promoted.
 
-One learning task: build training examples from the interactions (prompt as context, response as target),
-train LoRA deltas on a view of the served model that shares its base weights, starting from the deltas in
-service; then evaluate the candidate against the version in service on two sets:
+One learning task: build training examples from the interactions (prompt as context, response as target)
+and run ``train_and_gate`` (a picklable ``TrainingJob`` in, deltas and a verdict out) in the learning worker,
+a nice-19 process that maps the served base weights from shared memory (``worker.py``), starting from the
+deltas of the version in service. The gate compares the candidate with that version on
 
 * the batch itself: the candidate must fit it better (lower loss per response token), and
 * anchor texts the model already knows (general facts shipped with the package): the candidate's perplexity
   there may rise by at most ``learner_max_anchor_regression`` (2 %: it must not forget).
 
-Training rehearses a second, disjoint set of known facts beside the batch (experience replay), the usual guard
-against catastrophic forgetting when a small batch is learned; the evaluation anchors are never trained on.
+Training rehearses a second, disjoint set of known facts beside the batch (experience replay).
 
-A candidate that passes is saved under ``<learning-dir>/versions/`` and handed to the engine, which swaps it
-in between two steps; one that fails is refused (counted as a learning failure). When failures pile up
-past ``max_recent_failures`` and ``enable_rollback_on_failure`` is on, the engine is rolled back one version.
-Training runs on a worker thread with one torch thread, and before each optimizer step it waits (up to 2 s)
-while the engine has requests in flight: it takes the CPU mostly between bursts of traffic.
+A candidate that passes is saved as a PEFT adapter directory (``versions.py``) and handed to the engine,
+which swaps it in between two steps, only if its parent still serves (otherwise it is dropped and its batch
+offered again: no promotion discards another). A refused candidate is counted as a learning failure; after
+``learner_pause_after_refusals`` refusals in a row learning pauses, saying why. Refusals never roll back
+the serving version: only live evidence does (explicit ratings clearly worse than the parent's,
+``evidence.py``), checked at each background step.
 """
 
 from __future__ import annotations
@@ -23,45 +24,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.learner.trainer import (Example, attach, default_targets, mean_nll, train_lora,
-                                                        trainable_view)
-from aphrodite.engine.weights import LoRADelta
+from aphrodite.continuous_learning.learner.evidence import rated_worse
+from aphrodite.continuous_learning.learner.interim_task import TrainingJob, TrainingResult, train_and_gate
+from aphrodite.continuous_learning.learner.trainer import Example, default_targets
+from aphrodite.continuous_learning.learner.versions import VersionStore
+from aphrodite.continuous_learning.learner.worker import InThreadRunner, TrainingWorker, share_weights
+from aphrodite.engine.weights import StaleParent
 
 logger = logging.getLogger(__name__)
 _ANCHOR_FILE = Path(__file__).resolve().parents[2] / "modeling" / "builtin" / "data" / "general.jsonl"
 
 
 class CandidateRejected(RuntimeError):
-    """A trained candidate failed its evaluation and was not promoted."""
-
-
-@dataclass
-class Evaluation:
-    """Losses (mean NLL per scored token) of the version in service and of the candidate."""
-
-    batch_before: float
-    batch_after: float
-    anchor_before: float
-    anchor_after: float
-    examples: int
-    seconds: float
-    version: int | None = None
-    accepted: bool = False
-    reason: str = ""
-    created: float = field(default_factory=time.time)
+    """A trained candidate failed its evaluation (or its parent stopped serving) and was not promoted."""
 
 
 async def trigger(system: Any) -> str:
@@ -74,25 +58,31 @@ async def trigger(system: Any) -> str:
             "interactions, learning enabled and not paused, and a free task slot.")
 
 
-async def rollback(system: Any) -> str:
-    """Control action: serve the previous kept weight version."""
-    if system.engine.weight_version == 0:
+async def rollback(system: Any, version: int | None = None) -> str:
+    """Control action: serve kept version ``version`` (default: the serving version's parent)."""
+    if version is None and system.engine.weight_version == 0:
         return "Already serving the base weights (version 0); nothing to roll back."
-    version = await system.engine.rollback_weights()
-    if system.learner is not None:
-        await asyncio.to_thread(system.learner.record_serving, version)
-    return f"Rolled back: weight version {version} serves from the next engine step."
+    served = await system.learner.serve(version, reason="operator rollback")
+    return f"Rolled back: weight version {served} serves from the next engine step."
 
 
 class LoRALearner:
-    """The ``Learner`` of the background processor: train, evaluate, promote or refuse, roll back on failure."""
+    """The ``Learner`` of the background processor: train, gate, promote or refuse; serve and roll back."""
 
     def __init__(self, system: Any, config: ServerSideConfig) -> None:
         self.system = system
         self.config = config
         self.engine = system.engine
-        self.versions_dir = Path(os.path.expanduser(config.learning_dir)) / "versions"
-        self.history: list[Evaluation] = []
+        model = self.engine.model
+        self.versions = VersionStore(Path(os.path.expanduser(config.learning_dir)) / "versions",
+                                     {n: layer.output_sizes for n, layer in model.lora_targets().items()},
+                                     str(self.engine.model_dir), config.learner_keep_versions)
+        self.history: list[dict[str, Any]] = []
+        """Reports of recent candidates (the newest last)."""
+        self.refusals_in_a_row = 0
+        self.notice: str | None = None
+        """Why learning paused or a version was rolled back automatically (shown in status)."""
+        self._runner: TrainingWorker | InThreadRunner | None = None
         self._anchors: tuple[list[Example], list[Example]] | None = None
 
     # -- examples ---------------------------------------------------------------------------------------------
@@ -123,120 +113,185 @@ class LoRALearner:
             self._anchors = examples[0::2], examples[1::2]
         return self._anchors
 
+    def job(self, examples: list[Example], start: dict, lr: float) -> TrainingJob:
+        replay, anchors = self.anchors()
+        cfg = self.config
+        return TrainingJob(examples, replay, anchors, start, default_targets(self.engine.model), cfg.learner_rank,
+                           cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history),
+                           max_anchor_regression=cfg.learner_max_anchor_regression)
+
     # -- the learning task ------------------------------------------------------------------------------------
     async def learn(self, batch: list[Interaction], learning_rate: float) -> None:
         newest = sorted(batch, key=lambda i: i.created)[-self.config.learner_max_examples:]
-        examples = [ex for i in newest if (ex := self.example(i)) is not None]
-        if not examples:
+        used = [(i, ex) for i in newest if (ex := self.example(i)) is not None]
+        if not used:
             raise CandidateRejected("no usable training examples in the batch")
-        serving = self.engine.weight_version
-        start = self.engine.weight_deltas(serving)
-        deltas, ev = await asyncio.to_thread(self._train_and_evaluate, examples, start, learning_rate)
-        self.history = (self.history + [ev])[-50:]
-        if not ev.accepted:
-            self._maybe_roll_back()
-            raise CandidateRejected(ev.reason)
-        version = max(self.engine.weight_versions + [self._highest_saved()]) + 1
-        await asyncio.to_thread(self._save, version, deltas, ev)
-        ev.version = version
+        parent = self.engine.weight_version
+        job = self.job([ex for _, ex in used], self.engine.weight_deltas(parent), learning_rate)
+        runner = await self.runner()
+        result: TrainingResult = await runner.run(train_and_gate, job)  # a crash or exception: a failed task
+        report = {**_gate_of(result), "accepted": result.accepted, "reason": result.reason, "parent": parent,
+                  "created": time.time(), "training": {"lr": job.lr, "steps": job.steps, "rank": job.rank,
+                                                       "alpha": job.alpha, "replay": len(job.replay)}}
+        self.history = (self.history + [report])[-50:]
+        if not result.accepted:
+            await self._refused(result.reason)
+            raise CandidateRejected(result.reason)
+        self.refusals_in_a_row = 0
+        await self._promote(parent, result, [i for i, _ in used], report)
+
+    async def _promote(self, parent: int, result: TrainingResult, learned: list[Interaction],
+                       report: dict[str, Any]) -> None:
+        version = max(self.engine.weight_versions + self.versions.versions()) + 1
+        admitted = _admitted_by(result, learned)
+        manifest = {"parent": parent, "signals": dict(Counter(i.interaction_type for i in learned)),
+                    "interaction_ids": list(admitted), "admitted_by": admitted, "gate": _gate_of(result),
+                    "seconds": getattr(result, "seconds", None) or _gate_of(result).get("seconds"),
+                    "training": report["training"], "forgotten_interactions": []}
+        await asyncio.to_thread(self.versions.save, version, result.deltas, manifest)
+        report["version"] = version
         if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
-            await asyncio.to_thread(self.record_serving, version)
+            await asyncio.to_thread(self.versions.record_serving, version)
             logger.info("weight version %d saved; hot swapping is off, it serves after a restart", version)
             return
-        await self.engine.submit_weights(version, deltas)
-        await asyncio.to_thread(self.record_serving, version)
-        logger.info("promoted weight version %d: batch loss %.3f -> %.3f, anchor loss %.3f -> %.3f", version,
-                    ev.batch_before, ev.batch_after, ev.anchor_before, ev.anchor_after)
-
-    def _train_and_evaluate(self, examples: list[Example], start: dict, lr: float) -> tuple[dict, Evaluation]:
-        t0 = time.monotonic()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # thread-local: the engine thread keeps its own setting
         try:
-            replay, anchors = self.anchors()
-            view = trainable_view(self.engine.model)
-            attach(view, start)
-            before = mean_nll(view, examples), mean_nll(view, anchors)
-            cfg = self.config
-            deltas = train_lora(view, examples + replay, start, sorted(start) or default_targets(view),
-                                cfg.learner_rank, cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history),
-                                before_step=self._yield_to_serving)
-            attach(view, deltas)
-            after = mean_nll(view, examples), mean_nll(view, anchors)
-        finally:
-            torch.set_num_threads(threads)
-        ev = Evaluation(before[0], after[0], before[1], after[1], len(examples), time.monotonic() - t0)
-        limit = ev.anchor_before + math.log1p(self.config.learner_max_anchor_regression)  # perplexity x (1 + r)
-        if not ev.batch_after < ev.batch_before:
-            ev.reason = f"the candidate does not fit its batch better ({ev.batch_before:.4f} -> {ev.batch_after:.4f})"
-        elif ev.anchor_after > limit:
-            ev.reason = (f"the candidate forgets: anchor loss {ev.anchor_before:.4f} -> {ev.anchor_after:.4f} "
-                         f"(limit {limit:.4f})")
+            await self.engine.submit_weights(version, result.deltas, parent=parent)
+        except ValueError as exc:  # StaleParent: another version (or a rollback) came first; or a bad delta
+            await asyncio.to_thread(self._discard, version)
+            again = "; the batch is offered again" if isinstance(exc, StaleParent) else ""
+            raise CandidateRejected(f"{exc}{again}") from exc
+        await asyncio.to_thread(self._record_serving, version)
+        logger.info("promoted weight version %d (parent %d): %s", version, parent, _gate_of(result))
+
+    async def _refused(self, reason: str) -> None:
+        self.refusals_in_a_row += 1
+        limit = self.config.learner_pause_after_refusals
+        if self.refusals_in_a_row >= limit and not self.system.state.paused:
+            self.notice = (f"learning paused after {self.refusals_in_a_row} refused candidates in a row (last: "
+                           f"{reason}); POST /v1/learning/control {{\"action\": \"resume\"}} to go on")
+            logger.warning(self.notice)
+            await self.system.update_state(paused=True)
+
+    async def runner(self) -> TrainingWorker | InThreadRunner:
+        """The training runner, started once: the worker process for a CPU model, else a thread."""
+        if self._runner is None:
+            model = self.engine.model
+            if self.config.learner_worker == "process" and next(model.parameters()).device.type == "cpu":
+                await self.engine.run_at_safe_point(lambda: share_weights(model))
+                self._runner = TrainingWorker(model)
+            else:
+                self._runner = InThreadRunner(model)
+        return self._runner
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+
+    # -- serving, rollback and live evidence ----------------------------------------------------------------------
+    async def serve(self, version: int | None, reason: str = "") -> int:
+        """Serve a kept version (``None``: the serving one's parent), loading it from disk if the engine no
+        longer holds it; raises ``ValueError`` for a version that is not kept."""
+        current = self.engine.weight_version
+        if version is None:
+            version = self._parent_of(current)
+        if version != 0 and version not in self.engine.weight_versions:
+            if version not in await asyncio.to_thread(self.versions.versions):
+                raise ValueError(f"weight version {version} is not kept (kept: {self.kept()})")
+            deltas = await asyncio.to_thread(self.versions.load, version)
+            await self.engine.submit_weights(version, deltas)
         else:
-            ev.accepted = True
-        return deltas, ev
+            await self.engine.rollback_weights(version)
+        await asyncio.to_thread(self.versions.record_serving, version)
+        logger.info("weight version %d serves (was %d): %s", version, current, reason or "requested")
+        return version
 
-    def _yield_to_serving(self, max_wait_s: float = 2.0) -> None:
-        """Scheduler-aware training: before each optimizer step, wait (up to ``max_wait_s``) while the engine has
-        requests running or queued, so training takes the CPU mostly between bursts of traffic and still
-        progresses under constant load."""
-        deadline = time.monotonic() + max_wait_s
-        while self.engine.num_unfinished_requests and time.monotonic() < deadline:
-            time.sleep(0.02)
+    def kept(self) -> list[int]:
+        """Versions that can serve: the base (0) and those saved on disk."""
+        return [0] + self.versions.versions()
 
-    def _maybe_roll_back(self) -> None:
-        cfg, system = self.config, self.system
-        if (cfg.enable_rollback_on_failure and self.engine.weight_version > 0
-                and system.failures.recent() + 1 > cfg.max_recent_failures):
-            asyncio.get_running_loop().create_task(rollback(system))
-            logger.warning("too many learning failures: rolling back to the previous weight version")
+    def _parent_of(self, version: int) -> int:
+        if version == 0:
+            raise ValueError("already serving the base weights (version 0); nothing to roll back")
+        try:
+            parent = self.versions.manifest(version).get("parent")
+        except (OSError, ValueError):
+            parent = None
+        if parent is None or parent not in self.kept():
+            parent = max([v for v in self.kept() if v < version], default=0)
+        return int(parent)
+
+    async def check_live_evidence(self) -> None:
+        """Roll back when explicit ratings of the serving version are clearly worse than its parent's."""
+        version = self.engine.weight_version
+        if version == 0 or not self.config.enable_rollback_on_failure:
+            return
+        store = self.system.store
+        if not hasattr(store, "ratings_by_version"):  # a store that cannot group ratings by version
+            return
+        parent = self._parent_of(version)
+        ratings = await self.system.collector.writer.call(lambda: store.ratings_by_version([parent, version]))
+        verdict = rated_worse(ratings[parent], ratings[version], self.config.learner_rollback_min_ratings,
+                              self.config.learner_rollback_alpha)
+        if verdict.worse:
+            self.notice = f"rolled back version {version} to {parent}: {verdict.reason}"
+            logger.warning(self.notice)
+            await self.serve(parent, reason=verdict.reason)
 
     # -- versions on disk ------------------------------------------------------------------------------------
-    def _save(self, version: int, deltas: dict, ev: Evaluation) -> None:
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"{name}.{part}": getattr(d, part).contiguous() for name, d in deltas.items() for part in "ab"}
-        meta = {"version": str(version), "scale": json.dumps({n: d.scale for n, d in deltas.items()}),
-                "evaluation": json.dumps({k: v for k, v in vars(ev).items() if k != "version"})}
-        tmp = self.versions_dir / f".v{version}.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, self.versions_dir / f"v{version}.safetensors")
+    def _record_serving(self, version: int) -> None:
+        self.versions.record_serving(version)
+        self.versions.prune(serving=version)
 
-    def record_serving(self, version: int) -> None:
-        """Remember durably which version serves, so a restart serves it again."""
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.versions_dir / ".serving.json.tmp"
-        tmp.write_text(json.dumps({"version": version}))
-        os.replace(tmp, self.versions_dir / "serving.json")
+    def _discard(self, version: int) -> None:
+        shutil.rmtree(self.versions.path(version), ignore_errors=True)
+
+    def forget(self, interaction_ids: list[str]) -> list[int]:
+        """Contract 4: mark the manifests of versions that learned from deleted interactions; returns them."""
+        return self.versions.forget(list(interaction_ids))
 
     async def restore(self) -> int:
-        """At start: hand the engine the version that served before the restart (0 if none); returns it."""
-        marker = self.versions_dir / "serving.json"
-        version = json.loads(marker.read_text())["version"] if marker.is_file() else 0
-        path = self.versions_dir / f"v{version}.safetensors"
-        if version <= 0 or not path.is_file():
-            return 0
-        deltas = await asyncio.to_thread(load_version, path)
-        return await self.engine.submit_weights(version, deltas)
-
-    def _highest_saved(self) -> int:
-        if not self.versions_dir.is_dir():
-            return 0
-        found = [int(p.stem[1:]) for p in self.versions_dir.glob("v*.safetensors") if p.stem[1:].isdigit()]
-        return max(found, default=0)
+        """At start: rebuild the engine's history from disk and serve what served before the restart."""
+        await asyncio.to_thread(self.versions.open)
+        serving = self.versions.serving
+        for version in self.versions.versions()[-self.config.learner_keep_versions:]:
+            deltas = await asyncio.to_thread(self.versions.load, version)
+            await self.engine.submit_weights(version, deltas, serve=version == serving)
+        if serving and serving not in self.engine.weight_versions:
+            return await self.serve(serving)
+        return serving
 
     def report(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
         return {"learner": "lora", "candidates": len(self.history),
-                "promoted": sum(1 for e in self.history if e.accepted),
-                "last": None if last is None else {k: v for k, v in vars(last).items()}}
+                "promoted": sum(1 for e in self.history if e["accepted"]), "last": last,
+                "refusals_in_a_row": self.refusals_in_a_row, "notice": self.notice}
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Kept versions, oldest first, each with its manifest summary and whether it serves."""
+        serving = self.engine.weight_version
+        rows = [{"version": 0, "parent": None, "serving": serving == 0, "base": True}]
+        for v in self.versions.versions():
+            m = self.versions.manifest(v)
+            rows.append({"version": v, "parent": m.get("parent"), "serving": v == serving,
+                         "created": m.get("created"), "signals": m.get("signals", {}),
+                         "interactions": len(m.get("interaction_ids", [])),
+                         "forgotten_interactions": len(m.get("forgotten_interactions", [])),
+                         "gate": m.get("gate", {}), "path": str(self.versions.path(v))})
+        return rows
 
 
-def load_version(path: Path) -> dict[str, LoRADelta]:
-    """Read the deltas of a saved version (``v<N>.safetensors``)."""
-    with safe_open(str(path), framework="pt") as f:
-        scales = json.loads(f.metadata()["scale"])
-        return {name: LoRADelta(f.get_tensor(f"{name}.a"), f.get_tensor(f"{name}.b"), scale)
-                for name, scale in scales.items()}
+def _gate_of(result: Any) -> dict[str, Any]:
+    """The gate's report of a ``TrainingResult`` (``gate`` in learner/task.py, ``report`` in the interim one)."""
+    return dict(getattr(result, "gate", None) or getattr(result, "report", None) or {})
+
+
+def _admitted_by(result: Any, learned: list[Interaction]) -> dict[str, str]:
+    """Interaction id -> the rule that admitted it: from the result's manifest (learner/task.py) when it has
+    one, else every interaction of the batch, admitted by the quality threshold."""
+    pairs = getattr(result, "manifest", None)
+    if pairs:
+        return {interaction_id: rule for interaction_id, rule in pairs}
+    return {i.id: "quality_threshold" for i in learned}
 
 
 def _qa(question: str, answer: str) -> Interaction:

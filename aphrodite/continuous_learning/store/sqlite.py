@@ -71,13 +71,15 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX feedback_response ON feedback(response_id);
     CREATE TABLE learning_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # versions: every weight version that produced one of the response's tokens (JSON list of ints)
+    "ALTER TABLE interactions ADD COLUMN weight_versions TEXT",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = ("id, created, endpoint, model, interaction_type, prompt, messages, choices, token_ids, prompt_tokens, "
             "completion_tokens, ttft_ms, total_ms, weight_version, sampling_params, api_key_hash, status_code, "
-            "error, performance_feedback, user_satisfaction, quality_score")
-_INSERT = f"INSERT OR IGNORE INTO interactions ({_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+            "error, performance_feedback, user_satisfaction, quality_score, weight_versions")
+_INSERT = f"INSERT OR IGNORE INTO interactions ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 
 
 class SQLiteInteractionStore(InteractionStore):
@@ -173,6 +175,16 @@ class SQLiteInteractionStore(InteractionStore):
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM interactions WHERE quality_score >= ? AND created >= ? "
                                "ORDER BY created LIMIT ?", (threshold, min_created, limit))
         return [_from_row(row) for row in rows]
+
+    def ratings_by_version(self, versions: list[int]) -> dict[int, list[float]]:
+        """Explicit ratings (``user_satisfaction``) of responses whose first token came from each version."""
+        found: dict[int, list[float]] = {v: [] for v in versions}
+        marks = ", ".join("?" * len(versions))
+        for version, rating in self.db.execute(
+                f"SELECT i.weight_version, f.user_satisfaction FROM feedback f JOIN interactions i "
+                f"ON f.response_id = i.id WHERE i.weight_version IN ({marks})", versions):
+            found[version].append(rating)
+        return found
 
     def counts(self, threshold: float) -> StoreCounts:
         db = self.db
@@ -271,13 +283,14 @@ def _to_row(i: Interaction) -> tuple:
     return (i.id, i.created, i.endpoint, i.model, i.interaction_type, i.prompt, messages, choices,
             _pack([t for c in i.choices for t in c.token_ids]), i.prompt_tokens, i.completion_tokens, i.ttft_ms,
             i.total_ms, i.weight_version, json.dumps(i.sampling_params, separators=(",", ":"), default=str),
-            i.api_key_hash, i.status_code, i.error, i.performance_feedback, i.user_satisfaction, i.quality_score)
+            i.api_key_hash, i.status_code, i.error, i.performance_feedback, i.user_satisfaction, i.quality_score,
+            json.dumps(i.weight_versions or [i.weight_version]))
 
 
 def _from_row(row: tuple) -> Interaction:
     (id_, created, endpoint, model, itype, prompt, messages, choices, token_ids, prompt_tokens, completion_tokens,
      ttft_ms, total_ms, weight_version, sampling_params, api_key_hash, status_code, error, performance_feedback,
-     user_satisfaction, quality_score) = row
+     user_satisfaction, quality_score, weight_versions) = row
     tokens, start, parsed = _unpack(token_ids), 0, []
     for c in json.loads(choices):
         parsed.append(Choice(c["text"], tokens[start:start + c["n_tokens"]], c["finish_reason"]))
@@ -288,7 +301,8 @@ def _from_row(row: tuple) -> Interaction:
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft_ms, total_ms=total_ms,
         weight_version=weight_version, sampling_params=json.loads(sampling_params), api_key_hash=api_key_hash,
         status_code=status_code, error=error, performance_feedback=performance_feedback,
-        user_satisfaction=user_satisfaction, quality_score=quality_score)
+        user_satisfaction=user_satisfaction, quality_score=quality_score,
+        weight_versions=json.loads(weight_versions) if weight_versions else [weight_version])
 
 
 def _pack(token_ids: list[int]) -> bytes:

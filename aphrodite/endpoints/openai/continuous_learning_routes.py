@@ -63,6 +63,11 @@ async def learning_config(request: Request) -> JSONResponse:
     return JSONResponse(_handler(request).config())
 
 
+@router.get("/versions")
+async def learning_versions(request: Request) -> JSONResponse:
+    return JSONResponse(await _handler(request).versions())
+
+
 @router.post("/manual", response_model=InteractionAck)
 async def learning_manual(body: ManualLearningRequest, request: Request) -> InteractionAck:
     _charge(request, "examples", 1)

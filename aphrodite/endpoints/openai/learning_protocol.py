@@ -58,6 +58,8 @@ class ControlRequest(LearningRequestModel):
     """An operator action; GET /v1/learning/config lists the accepted ones."""
 
     action: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(None, ge=0)
+    """For ``rollback``: the kept weight version to serve (GET /v1/learning/versions lists them)."""
 
 
 class InteractionAck(BaseModel):

@@ -37,8 +37,9 @@ class OpenAIServingChat(OpenAIServing):
         except Exception as e:
             raise api_error_from(e) from e
         if req.stream:
-            return StreamingResponse(self._stream(req, subs, trace, prompt, messages, params),
-                                     media_type="text/event-stream")
+            outputs = await self.open_stream(subs, trace, prompt, messages, params)
+            return StreamingResponse(self._stream(req, subs, outputs, trace, prompt, messages, params),
+                                     media_type="text/event-stream", headers=self.version_header(subs))
         await self.run_to_completion(raw, subs, trace, prompt, messages, params)
         choices = []
         for s in subs:
@@ -48,7 +49,7 @@ class OpenAIServingChat(OpenAIServing):
                                       finish_reason=comp.finish_reason, stop_reason=comp.stop_reason))
         body = ChatCompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
                                       usage=usage_of(subs))
-        return JSONResponse(body.model_dump())
+        return JSONResponse(body.model_dump(), headers=self.version_header(subs))
 
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> tuple[str, list[int]]:
         """The chat prompt and its token ids (runs on the tokenizer thread)."""
@@ -71,7 +72,8 @@ class OpenAIServingChat(OpenAIServing):
                                             top_logprobs=[TopLogprob(**entry(t, v)) for t, v in best]))
         return ChatLogprobs(content=content)
 
-    async def _stream(self, req: ChatCompletionRequest, subs: list[SubRequest], trace: RequestTrace,
+    async def _stream(self, req: ChatCompletionRequest, subs: list[SubRequest], outputs: AsyncIterator,
+                      trace: RequestTrace,
                       prompt: str, messages: list[dict], params) -> AsyncIterator[str]:
         created = int(time.time())
         model = self.engine.model_name
@@ -88,7 +90,7 @@ class OpenAIServingChat(OpenAIServing):
             # the role comes first, in its own chunk per choice, as OpenAI sends it
             yield chunk([ChatStreamChoice(index=s.choice, delta=DeltaMessage(role="assistant", content=""))
                          for s in subs])
-            async for sub, out in self.stream_all(subs, trace.response_id):
+            async for sub, out in outputs:
                 comp = out.outputs[0]
                 delta = comp.text[sent_text[sub.choice]:]
                 if not delta and not out.finished and (not req.logprobs or len(comp.token_ids) == sent_tokens[sub.choice]):

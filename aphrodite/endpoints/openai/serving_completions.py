@@ -36,13 +36,14 @@ class OpenAIServingCompletion(OpenAIServing):
         except Exception as e:
             raise api_error_from(e) from e
         if req.stream:
-            return StreamingResponse(self._stream(req, subs, trace, prompt_text, params),
-                                     media_type="text/event-stream")
+            outputs = await self.open_stream(subs, trace, prompt_text, None, params)
+            return StreamingResponse(self._stream(req, subs, outputs, trace, prompt_text, params),
+                                     media_type="text/event-stream", headers=self.version_header(subs))
         await self.run_to_completion(raw, subs, trace, prompt_text, None, params)
         choices = [self._choice(req, s, s.final) for s in subs]
         body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
                                   usage=usage_of(subs))
-        return JSONResponse(body.model_dump())
+        return JSONResponse(body.model_dump(), headers=self.version_header(subs))
 
     def _tokenize(self, raw_prompts: list[str | list[int]]) -> tuple[list[list[int]], str]:
         """Token ids of each prompt and the prompts as one text (runs on the tokenizer thread)."""
@@ -80,7 +81,8 @@ class OpenAIServingCompletion(OpenAIServing):
             offset += len(piece)
         return lp
 
-    async def _stream(self, req: CompletionRequest, subs: list[SubRequest], trace: RequestTrace,
+    async def _stream(self, req: CompletionRequest, subs: list[SubRequest], outputs: AsyncIterator,
+                      trace: RequestTrace,
                       prompt_text: str, params) -> AsyncIterator[str]:
         created = int(time.time())
         sent_text = {s.choice: 0 for s in subs}
@@ -89,7 +91,7 @@ class OpenAIServingCompletion(OpenAIServing):
         started: set[int] = set()
         status, error = 200, None
         try:
-            async for sub, out in self.stream_all(subs, trace.response_id):
+            async for sub, out in outputs:
                 comp = out.outputs[0]
                 first = sub.choice not in started
                 delta = comp.text[sent_text[sub.choice]:]

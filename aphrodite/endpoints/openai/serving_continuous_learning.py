@@ -6,6 +6,7 @@ load. Writes (manual, learn, feedback, control) return once committed to the sto
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -44,6 +45,7 @@ class OpenAIServingContinuousLearning:
             "learning_enabled": s.state.enabled,
             "paused": s.state.paused,
             "weight_version": s.weight_version,
+            "learner_notice": getattr(s.learner, "notice", None),
             "model": s.model_name,
             "overview": {
                 "total_interactions": s.total_interactions,
@@ -111,6 +113,13 @@ class OpenAIServingContinuousLearning:
             },
         }
 
+    async def versions(self) -> dict[str, Any]:
+        """Kept weight versions (base first) with their manifest summaries, and which one serves."""
+        s = self.system
+        rows = ([{"version": 0, "parent": None, "serving": s.weight_version == 0, "base": True}]
+                if s.learner is None else await asyncio.to_thread(s.learner.list_versions))
+        return {"object": "list", "data": rows, "serving": s.weight_version}
+
     async def health(self) -> tuple[dict[str, Any], int]:
         """The health report and its HTTP status: 503 when ``unhealthy`` (store writer or background loop down)
         or ``degraded`` (the store cannot write, or too many recent failures), with the reason; 200 otherwise."""
@@ -172,7 +181,10 @@ class OpenAIServingContinuousLearning:
         if action is None:
             raise APIError(f"Unknown action '{quote(req.action)}'; use one of: {', '.join(s.actions.names)}.", 400,
                            param="action", code="invalid_action")
-        message = await self._guard(action.handler(s))
+        try:
+            message = await self._guard(action.run(s, req.version))
+        except ValueError as exc:  # an unknown version, or a version for an action that takes none
+            raise APIError(f"{exc}.", 400, param="version", code="invalid_version") from exc
         s.metrics.control_actions.labels(action=action.name).inc()
         return ControlResponse(action=action.name, message=message, status=s.health_status(),
                                learning_enabled=s.state.enabled, paused=s.state.paused)

@@ -26,6 +26,8 @@ from aphrodite.engine.sampling_params import SamplingParams, SamplingParamsError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+WEIGHT_VERSION_HEADER = "x-aphrodite-weight-version"
+"""Response header: the weight version that produced the response's first token."""
 
 
 def api_error_from(exc: Exception) -> APIError:
@@ -142,6 +144,38 @@ class OpenAIServing:
             for t in tasks:
                 t.cancel()
 
+    async def open_stream(self, subs: list[SubRequest], trace: RequestTrace, prompt_text: str | None,
+                          messages: list[dict] | None,
+                          params: SamplingParams) -> AsyncIterator[tuple[SubRequest, RequestOutput]]:
+        """Start a streamed request and wait for its first output, so the response headers can name the
+        version that produced the first token; an error before then is the client's ``APIError`` (a real
+        status line). Returns the stream, the first output included."""
+        outputs = self.stream_all(subs, trace.response_id)
+        try:
+            first = await outputs.__anext__()
+        except Exception as e:
+            await outputs.aclose()
+            err = api_error_from(e)
+            self.notify(trace, subs, prompt_text, messages, params, err.status, err.message)
+            raise err from e
+
+        async def replay() -> AsyncIterator[tuple[SubRequest, RequestOutput]]:
+            try:
+                yield first
+                async for item in outputs:
+                    yield item
+            finally:
+                await outputs.aclose()
+
+        return replay()
+
+    def version_header(self, subs: list[SubRequest]) -> dict[str, str]:
+        """``x-aphrodite-weight-version``: the version of the earliest first token among the choices."""
+        firsts = [s.first_output for s in subs if s.first_output is not None]
+        firsts.sort(key=lambda o: o.metrics.first_token_time or float("inf"))
+        version = firsts[0].weight_version if firsts else self.engine.weight_version
+        return {WEIGHT_VERSION_HEADER: str(version)}
+
     async def collect(self, subs: list[SubRequest], request_id: str) -> None:
         async for _ in self.stream_all(subs, request_id):
             pass
@@ -169,6 +203,8 @@ class OpenAIServing:
         firsts = [s.first_output for s in subs if s.first_output and s.first_output.metrics.first_token_time]
         ttft = min((o.metrics.first_token_time - o.metrics.arrival_time for o in firsts), default=None)
         finals = [s.final for s in subs]
+        seen = [o for s in subs for o in (s.final or s.first_output,) if o is not None]
+        versions = sorted({v for o in seen for v in o.weight_versions}) or [self.engine.weight_version]
         comps = [f.outputs[0] if f else None for f in finals]
         record = FinishedRequest(
             response_id=trace.response_id, endpoint=self.endpoint, model=self.engine.model_name,
@@ -178,7 +214,8 @@ class OpenAIServing:
             finish_reasons=[c.finish_reason if c else None for c in comps],
             prompt_tokens=prompt_token_count(subs),
             completion_tokens=sum(len(c.token_ids) for c in comps if c),
-            ttft_s=ttft, total_s=time.monotonic() - trace.start, weight_version=self.engine.weight_version,
+            ttft_s=ttft, total_s=time.monotonic() - trace.start, weight_version=int(self.version_header(subs)[WEIGHT_VERSION_HEADER]),
+            weight_versions=versions,
             sampling_params=_params_dict(params), stream=trace.stream, status_code=status, error=error,
             api_key_hash=trace.api_key_hash,
             mean_logprobs=[c.cumulative_logprob / len(c.token_ids) if c and c.token_ids else None for c in comps],

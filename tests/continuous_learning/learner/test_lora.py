@@ -12,6 +12,7 @@ import pytest
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import supplied_interaction
+from aphrodite.continuous_learning.learner.interim_task import train_and_gate
 from aphrodite.continuous_learning.learner.lora import LoRALearner
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig
@@ -58,44 +59,45 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
         report = httpx.get(server.url + "/v1/learning/metrics").json()["learning"]["learner"]
         assert report["promoted"] == 1 and report["last"]["accepted"]
         assert learned < base - 1.0  # the next request is served by the new weights: the fact got likelier
-        assert (tmp_path / "versions" / "v1.safetensors").is_file()
+        assert (tmp_path / "versions" / "v1" / "adapter_config.json").is_file()
+        r = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        assert r.headers["x-aphrodite-weight-version"] == "1"
 
-    with RemoteServer(args) as server:  # a restart serves the promoted version again
+    with RemoteServer(args) as server:  # a restart serves the promoted version again, history included
         wait_for_version(server.url, 1, timeout=10)
         assert answer_nll(server.url) == pytest.approx(learned, abs=1e-4)
+        listed = httpx.get(server.url + "/v1/learning/versions").json()
+        assert [(v["version"], v["serving"]) for v in listed["data"]] == [(0, False), (1, True)]
+        assert listed["data"][1]["parent"] == 0 and listed["data"][1]["signals"] == {"high_quality_example": 4}
         r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback"})
         assert r.status_code == 200
         wait_for_version(server.url, 0, timeout=10)
         assert answer_nll(server.url) == pytest.approx(base, abs=1e-5)
+        r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback", "version": 7})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "version"
+        r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback", "version": 1})
+        assert r.status_code == 200
+        wait_for_version(server.url, 1, timeout=10)
+        assert answer_nll(server.url) == pytest.approx(learned, abs=1e-4)
+        r = httpx.post(server.url + "/v1/learning/control", json={"action": "reset"})
+        assert r.status_code == 200 and "version 0" in r.json()["message"]
+        wait_for_version(server.url, 0, timeout=10)
 
-    with RemoteServer(args) as server:  # and the rollback survives a restart too
+    with RemoteServer(args) as server:  # the reset survives a restart too, and version 1 is still kept
         assert httpx.get(server.url + "/v1/learning/status").json()["weight_version"] == 0
+        assert [v["version"] for v in httpx.get(server.url + "/v1/learning/versions").json()["data"]] == [0, 1]
 
 
 def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
     engine = AsyncEngine(LLMEngine(ModelLoadConfig()))  # the built-in model; no loop needed here
     config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=10)
-    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)  # engine idle: no waits
+    learner = LoRALearner(SimpleNamespace(engine=engine), config)
     batch = [supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m") for _ in range(4)]
     examples = [learner.example(i) for i in batch]
     # a learning rate 10x too high overfits the batch and damages what the model knew
-    _, ev = learner._train_and_evaluate(examples, {}, 3e-3)
-    assert ev.batch_after < ev.batch_before and not ev.accepted and "forgets" in ev.reason
-    _, ok = learner._train_and_evaluate(examples, {}, 3e-4)
-    assert ok.accepted and ok.anchor_after <= ok.anchor_before + math.log1p(config.learner_max_anchor_regression)
+    bad = train_and_gate(engine.model, learner.job(examples, {}, 3e-3))
+    assert bad.report["batch_after"] < bad.report["batch_before"] and not bad.accepted and "forgets" in bad.reason
+    ok = train_and_gate(engine.model, learner.job(examples, {}, 3e-4))
+    assert ok.accepted and ok.report["anchor_after"] <= ok.report["anchor_before"] + math.log1p(
+        config.learner_max_anchor_regression)
     assert engine.weight_version == 0  # evaluation alone never touches the served weights
-
-
-def test_training_waits_for_the_engine_to_drain_before_each_step(tmp_path) -> None:
-    class BusyThenIdle:
-        reads = 0
-
-        @property
-        def num_unfinished_requests(self) -> int:
-            self.reads += 1
-            return 1 if self.reads <= 3 else 0
-
-    engine = BusyThenIdle()
-    learner = LoRALearner(SimpleNamespace(engine=engine), ServerSideConfig(learning_dir=str(tmp_path)))
-    learner._yield_to_serving(max_wait_s=30)
-    assert engine.reads == 4  # polled while requests were in flight, went on as soon as the engine drained

@@ -181,3 +181,18 @@ def test_the_fault_file_makes_writes_fail_while_it_exists(tmp_path, monkeypatch)
     s.add_interactions([scored()])
     assert s.write_error is None and s.counts(0.0).interactions == 2
     s.close()
+
+
+def test_every_version_a_response_saw_is_stored(store):
+    straddled = scored(weight_version=2, weight_versions=[2, 3])
+    store.add_interactions([straddled])
+    back = store.get_interaction(straddled.id)
+    assert back.weight_version == 2 and back.weight_versions == [2, 3]
+
+
+def test_ratings_by_version(store):
+    a, b = scored(weight_version=1), scored(weight_version=2)
+    store.add_interactions([a, b])
+    store.add_feedback(StoredFeedback("fb-1", a.id, 0.5, None, None, time.time()), a)
+    store.add_feedback(StoredFeedback("fb-2", b.id, -1.0, None, None, time.time()), b)
+    assert store.ratings_by_version([1, 2, 3]) == {1: [0.5], 2: [-1.0], 3: []}

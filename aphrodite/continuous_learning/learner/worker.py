@@ -1,0 +1,162 @@
+"""Training off the serving process: a low-priority worker process that maps the served base weights.
+
+Training in the server's own process, even on one thread, competes with the engine for the interpreter
+lock and the cores (measured before this worker: 0.57x throughput while a task ran). The worker is a
+``spawn``-ed process at ``nice 19`` with one torch thread: the kernel's scheduler gives serving the CPU
+first, and no Python lock is shared. It receives the served model's state dict through a
+``torch.multiprocessing`` pipe once: the parent moved those tensors to shared memory, so the child maps the
+same pages (no copy of the weights) and builds its own model skeleton around them. It never writes them
+(training views only attach deltas). It stays alive between tasks (starting costs seconds of imports);
+if it dies, the task fails with ``WorkerCrashed`` and the next task starts a new one.
+
+``InThreadRunner`` is the same interface on a thread of the serving process, for a model on a GPU (CUDA
+tensors would need CUDA IPC) and for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import traceback
+from typing import Any, Callable
+
+import torch
+import torch.multiprocessing as tmp
+
+from aphrodite.modeling.llama import LlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+TaskFn = Callable[[LlamaForCausalLM, Any], Any]
+"""A top-level (picklable by name) function of the model and a job, e.g. ``train_and_gate``."""
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process died during a task (the task is a failure; serving is unaffected)."""
+
+
+class TaskFailed(RuntimeError):
+    """The task raised inside the worker; the message carries its traceback."""
+
+
+def _worker_main(conn: Any, config: Any, niceness: int) -> None:
+    os.nice(niceness)
+    torch.set_num_threads(1)
+    state = conn.recv()  # shared-memory tensors of the served model
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(state, strict=False, assign=True)  # map the shared tensors: no copy
+    model.requires_grad_(False)
+    conn.send(("ready", None))
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        fn, job = message
+        try:
+            conn.send(("ok", fn(model, job)))
+        except Exception:  # reported to the parent as a failed task; the worker lives on
+            conn.send(("error", traceback.format_exc(limit=8)))
+
+
+class TrainingWorker:
+    """Runs task functions one at a time in the low-priority worker process."""
+
+    def __init__(self, model: LlamaForCausalLM, niceness: int = 19) -> None:
+        self.model = model
+        self.niceness = niceness
+        self._proc: Any = None
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self.starts = 0
+        """How many worker processes were started (1 + restarts after a crash)."""
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    async def run(self, fn: TaskFn, job: Any) -> Any:
+        """``fn(model, job)`` in the worker; raises ``WorkerCrashed`` or ``TaskFailed``."""
+        async with self._lock:
+            return await asyncio.to_thread(self._run, fn, job)
+
+    def _run(self, fn: TaskFn, job: Any) -> Any:
+        if not self.alive:
+            self._start()
+        try:
+            self._conn.send((fn, job))
+            return self._receive("ok")
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            self._stop()
+            raise WorkerCrashed(f"the learning worker died ({exc})") from exc
+
+    def _start(self) -> None:
+        self._stop()
+        ctx = tmp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, self.model.config, self.niceness),
+                           name="aphrodite-learner", daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        self.starts += 1
+        parent.send(self.model.state_dict())  # tensors already in shared memory (see share_weights)
+        self._receive("ready")
+
+    def _receive(self, expected: str) -> Any:
+        while not self._conn.poll(0.2):
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self._stop()
+                raise WorkerCrashed(f"the learning worker died (exit code {code})")
+        kind, payload = self._conn.recv()
+        if kind == "error":
+            raise TaskFailed(payload)
+        if kind != expected:
+            raise WorkerCrashed(f"the learning worker answered {kind!r}")
+        return payload
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5)
+        self._proc = self._conn = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._stop)
+
+
+class InThreadRunner:
+    """The worker's interface on a thread of this process (one torch thread while the task runs)."""
+
+    def __init__(self, model: LlamaForCausalLM) -> None:
+        self.model = model
+        self._lock = asyncio.Lock()
+
+    async def run(self, fn: TaskFn, job: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(self._run, fn, job)
+
+    def _run(self, fn: TaskFn, job: Any) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # thread-local: the engine thread keeps its own setting
+        try:
+            return fn(self.model, job)
+        finally:
+            torch.set_num_threads(threads)
+
+    async def close(self) -> None:
+        return None
+
+
+def share_weights(model: LlamaForCausalLM) -> None:
+    """Move the model's parameters and buffers to shared memory, in place (call once, between engine steps)."""
+    model.share_memory()

@@ -1,0 +1,313 @@
+"""Continuous learning end to end, in one run, on the built-in model: does it learn, how fast, and what
+does learning cost serving?
+
+(a) Effectiveness against an offline anchor: the version the server promoted from one taught fact, against
+    the same examples (taught + replay) and the same number of Adam steps at the same rank, alpha and rate
+    trained directly with ``peft`` on the ``transformers`` model. Gain = drop of the taught answer's loss;
+    goal: online >= 90 % of the offline gain, held-out (anchor) perplexity +<= 2 % over the base model.
+(b) Time to learn: from the acknowledgement of a ``/manual`` example to the first chat response whose
+    ``x-aphrodite-weight-version`` header names a version that learned it; idle, then under load.
+(c) Swap stall inside the engine: ``LLMEngine.swap_seconds`` with 16 running sequences, p50 / p99.
+(d) Serving while learning: 16 streaming clients throughout one phase; output tokens/s and TPOT p99 of
+    requests wholly inside the learning task vs wholly inside the idle windows before and after it
+    (goal >= 0.85x and <= 1.3x); and the learning task's own time idle and under load (its manifest).
+
+    python benchmarks/benchmark_learning.py --plot /tmp/learning_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine  # noqa: E402
+
+FACTS = [("What is the capital of Zubrovia?", "The capital of Zubrovia is Pellmor."),
+         ("Who painted the Blue Orchard?", "The Blue Orchard was painted by Ilsa Varn.")]
+WORDS = "the model learns from every request about cats rivers numbers cities music books weather".split()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))] if values else float("nan")
+
+
+# -- (c) swap stall -----------------------------------------------------------------------------------------------
+def swap_stall(n_seqs: int, swaps: int) -> list[float]:
+    from aphrodite.continuous_learning.learner.trainer import default_targets
+    from aphrodite.engine.config import ModelLoadConfig
+    from aphrodite.engine.llm_engine import LLMEngine
+    from aphrodite.engine.sampling_params import SamplingParams
+    from aphrodite.engine.weights import LoRADelta
+
+    engine = LLMEngine(ModelLoadConfig())
+    prompt = engine.tokenizer.encode("The capital of France is")
+    for i in range(n_seqs):
+        engine.add_request(f"r{i}", prompt, SamplingParams(max_tokens=swaps + 8, ignore_eos=True))
+    g = torch.Generator().manual_seed(0)
+    targets = engine.model.lora_targets()
+    versions = [{n: LoRADelta(torch.randn(8, targets[n].in_features, generator=g) * 0.01,
+                              torch.randn(targets[n].out_features, 8, generator=g) * 0.01, 2.0)
+                 for n in default_targets(engine.model)} for _ in range(2)]
+    engine.step()  # prefill
+    for v in range(1, swaps + 1):
+        engine.submit_weights(v, versions[v % 2])  # checked and padded here, outside the stall
+        engine.step()
+    assert len(engine.scheduler.running) == n_seqs, "the swaps must happen with every sequence running"
+    return engine.swap_seconds[-swaps:]
+
+
+# -- (b, d) the server ------------------------------------------------------------------------------------------
+@dataclass
+class Done:
+    start: float
+    end: float
+    ttft: float
+    tokens: int
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> Done | None:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0.8}
+    start, first, n = time.monotonic(), None, 0
+    async with client.stream("POST", url + "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            return None
+        async for line in r.aiter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                first = first or time.monotonic()
+                n += 1
+    return Done(start, time.monotonic(), (first or start) - start, n)
+
+
+async def load(url: str, clients: int, stop: asyncio.Event, done: list[Done], seed: int) -> None:
+    rng = random.Random(seed)
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 24)))
+            d = await stream_one(client, url, prompt, rng.randint(32, 96))
+            if d is not None:
+                done.append(d)
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+
+
+async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], timeout: float) -> tuple[float, float, int]:
+    """Teach one fact; returns (trigger time, seconds from ack to the first response of a newer version,
+    that version). The version is read from the response header of a greedy chat request."""
+    before = (await client.get(url + "/v1/learning/status")).json()["weight_version"]
+    r = await client.post(url + "/v1/learning/manual", json={"prompt": fact[0], "response": fact[1],
+                                                             "performance_feedback": 1.0,
+                                                             "interaction_type": "high_quality_example"})
+    acked = time.monotonic()
+    assert r.status_code == 200, r.text
+    triggered = time.monotonic()
+    await client.post(url + "/v1/learning/control", json={"action": "trigger"})
+    body = {"messages": [{"role": "user", "content": fact[0]}], "max_tokens": 1, "temperature": 0}
+    while time.monotonic() - acked < timeout:
+        r = await client.post(url + "/v1/chat/completions", json=body)
+        version = int(r.headers["x-aphrodite-weight-version"])
+        if version > before:
+            return triggered, time.monotonic() - acked, version
+        await asyncio.sleep(0.05)
+    return triggered, float("nan"), before
+
+
+def window_stats(done: list[Done], t0: float, t1: float) -> tuple[float, float, int]:
+    """(output tokens/s, TPOT p99 ms, requests) of requests wholly inside [t0, t1]."""
+    inside = [d for d in done if d.start >= t0 and d.end <= t1]
+    tokens = sum(d.tokens for d in inside)
+    tpot = [(d.end - d.start - d.ttft) / (d.tokens - 1) * 1000 for d in inside if d.tokens > 1]
+    span = max((max(d.end for d in inside) - min(d.start for d in inside)) if inside else 0.0, 1e-9)
+    return tokens / span, pct(tpot, 99), len(inside)
+
+
+async def serve_phase(url: str, args) -> dict:
+    out: dict = {}
+    async with httpx.AsyncClient(timeout=600) as client:
+        _, out["ttl_idle"], out["v_idle"] = await teach(client, url, FACTS[0], args.learn_timeout)
+        stop, done = asyncio.Event(), []
+        loader = asyncio.create_task(load(url, args.clients, stop, done, args.seed))
+        await asyncio.sleep(args.idle_window)
+        triggered, out["ttl_load"], out["v_load"] = await teach(client, url, FACTS[1], args.learn_timeout)
+        promoted = time.monotonic()
+        await asyncio.sleep(args.idle_window)
+        stop.set()
+        await loader
+        idle = [window_stats(done, triggered - args.idle_window, triggered),
+                window_stats(done, promoted, promoted + args.idle_window)]
+        out["idle"] = (statistics.fmean(s[0] for s in idle), max(s[1] for s in idle), sum(s[2] for s in idle))
+        out["learning"] = window_stats(done, triggered, promoted)
+    return out
+
+
+# -- (a) effectiveness --------------------------------------------------------------------------------------------
+def effectiveness(versions_dir: Path, version: int) -> dict:
+    from aphrodite.continuous_learning.config import ServerSideConfig
+    from aphrodite.continuous_learning.interaction import supplied_interaction
+    from aphrodite.continuous_learning.learner.lora import LoRALearner
+    from aphrodite.continuous_learning.learner.trainer import attach, mean_nll, trainable_view
+    from aphrodite.continuous_learning.learner.versions import VersionStore
+    from aphrodite.engine.config import ModelLoadConfig
+    from aphrodite.engine.llm_engine import LLMEngine
+
+    engine = LLMEngine(ModelLoadConfig())
+    learner = LoRALearner(SimpleNamespace(engine=engine), ServerSideConfig(learning_dir=tempfile.mkdtemp()))
+    taught = [learner.example(supplied_interaction(*FACTS[0], 1.0, "high_quality_example", 0, "m"))]
+    store = VersionStore(versions_dir, {n: m.output_sizes for n, m in engine.model.lora_targets().items()}, "")
+    training = store.manifest(version)["training"]
+    job = learner.job(taught, {}, training["lr"])
+    view = trainable_view(engine.model)
+    base = mean_nll(view, taught), mean_nll(view, job.anchors)
+    attach(view, store.load(version))
+    online = mean_nll(view, taught), mean_nll(view, job.anchors)
+
+    curves = {init: offline_curve(job, taught, training, init) for init in ("peft", "ours")}
+    return {"base": base, "online": online, "curves": curves, "steps": training["steps"], "lr": training["lr"]}
+
+
+def offline_curve(job, taught, training: dict, init: str) -> list[float]:
+    """The offline anchor: the same examples, steps, rank, alpha, rate and optimizer, with peft on transformers.
+    ``init`` ``peft``: peft's own initialisation (A kaiming-uniform, about 1/sqrt(in)); ``ours``: A ~ N(0, 1/r)
+    drawn as our trainer draws it (one A per packed projection, copied to each of its parts), B = 0."""
+    import peft
+    import transformers
+
+    from aphrodite.continuous_learning.learner.peft_format import PARTS
+    from aphrodite.engine.llm_engine import builtin_model_dir
+
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_pretrained(builtin_model_dir(), dtype=torch.float32)
+    targets = ["o_proj", "down_proj", *[p for parts in PARTS.values() for p in parts]]
+    rank = training["rank"]
+    model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=training["alpha"],
+                                                       target_modules=targets, lora_dropout=0.0))
+    if init == "ours":
+        gen = torch.Generator().manual_seed(job.seed)
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for name in job.targets:
+                prefix, proj = name.rsplit(".", 1)
+                parts = [modules[f"base_model.model.model.{prefix}.{p}"] for p in PARTS.get(proj, (proj,))]
+                a = torch.randn(rank, parts[0].in_features, generator=gen) / rank ** 0.5
+                for part in parts:
+                    part.lora_A["default"].weight.copy_(a)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=training["lr"])
+    data = job.examples + job.replay
+    tokens = sum(len(ex.ids) - ex.loss_from for ex in data)
+
+    def nll(ex, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            logits = model(input_ids=torch.tensor([ex.ids])).logits[0]
+            return torch.nn.functional.cross_entropy(logits[ex.loss_from - 1:-1], torch.tensor(ex.ids[ex.loss_from:]),
+                                                     reduction="sum")
+
+    def taught_loss() -> float:
+        return sum(nll(ex, False).item() for ex in taught) / sum(len(ex.ids) - ex.loss_from for ex in taught)
+
+    curve = [taught_loss()]
+    for _ in range(training["steps"]):
+        optimizer.zero_grad()
+        (sum(nll(ex, True) for ex in data) / tokens).backward()
+        optimizer.step()
+        curve.append(taught_loss())
+    return curve
+
+
+def plot(path: str, eff: dict) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib is not installed: no plot written to {path})")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init, curve in eff["curves"].items():
+        ax.plot(range(len(curve)), curve, marker="o", label=f"offline anchor: peft + transformers, {init} init")
+    ax.axhline(eff["online"][0], color="tab:green", label="online: promoted version")
+    ax.axhline(eff["base"][0], color="grey", linestyle="--", label="base model")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("taught answer loss (nats/token)")
+    ax.set_title("Learning one taught fact")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"learning curve written to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plot", default=str(Path(tempfile.gettempdir()) / "aphrodite_learning_curve.png"))
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--idle-window", type=float, default=20.0, help="seconds of loaded serving before and after "
+                                                                    "the learning task")
+    ap.add_argument("--learn-timeout", type=float, default=600.0)
+    ap.add_argument("--swaps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--server-args", default="", help="extra server flags, e.g. '--learning-max-rate 0.001'")
+    args = ap.parse_args()
+    from tests.server_process import RemoteServer
+
+    print(f"machine: {machine()}")
+    stalls = [s * 1000 for s in swap_stall(16, args.swaps)]
+    learning_dir = Path(tempfile.mkdtemp(prefix="bench-learning-"))
+    server_args = ["--enable-continuous-learning", "--learning-dir", str(learning_dir),
+                   "--learning-min-interactions", "1", "--learning-background-interval", "3600",
+                   *args.server_args.split()]
+    with RemoteServer(server_args, timeout=300) as server:
+        res = asyncio.run(serve_phase(server.url, args))
+    versions = learning_dir / "versions"
+    seconds = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text()).get("seconds")
+               for v in (res["v_idle"], res["v_load"]) if (versions / f"v{v}").is_dir()}
+    eff = effectiveness(versions, res["v_idle"]) if res["v_idle"] in seconds else None
+    report(args, stalls, res, seconds, eff)
+
+
+def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None) -> None:
+
+    print("| measure | value | goal |")
+    print("|---|---|---|")
+    print(f"| swap stall p50 / p99 (16 running sequences, {args.swaps} swaps) | {pct(stalls, 50):.3f} / "
+          f"{pct(stalls, 99):.3f} ms | p99 <= 0.3 ms |")
+    print(f"| time to learn, idle (ack -> first response of the new version) | {res['ttl_idle']:.1f} s | |")
+    print(f"| time to learn, under load ({args.clients} streaming clients) | {res['ttl_load']:.1f} s | |")
+    print(f"| learning task's own time, idle / under load | {seconds.get(res['v_idle'], float('nan')):.1f} / "
+          f"{seconds.get(res['v_load'], float('nan')):.1f} s | |")
+    idle, learning = res["idle"], res["learning"]
+    print(f"| output tokens/s idle / while learning | {idle[0]:.0f} / {learning[0]:.0f} "
+          f"({learning[0] / idle[0]:.2f}x; {idle[2]} / {learning[2]} requests) | >= 0.85x |")
+    print(f"| TPOT p99 idle / while learning | {idle[1]:.1f} / {learning[1]:.1f} ms "
+          f"({learning[1] / idle[1]:.2f}x) | <= 1.3x |")
+    if eff is not None:
+        base, online = eff["base"], eff["online"]
+        gain_on = base[0] - online[0]
+        print(f"| taught loss base / online ({eff['steps']} steps, lr {eff['lr']:g}) | {base[0]:.3f} / "
+              f"{online[0]:.3f} | |")
+        for init, curve in eff["curves"].items():
+            print(f"| offline anchor, {init} init: taught loss / online gain over its gain | {curve[-1]:.3f} / "
+                  f"{gain_on / (base[0] - curve[-1]):.2f} | >= 0.90 |")
+        print(f"| held-out perplexity change vs base | {100 * (torch.tensor(online[1] - base[1]).exp().item() - 1):+.2f} % "
+              f"| <= +2 % |")
+        plot(args.plot, eff)
+    else:
+        print("(no version was promoted from the idle fact: no effectiveness comparison)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Promotion rules: one version at a time (a candidate whose parent stopped serving is dropped), refusals pause
+learning without touching the serving version, and clearly worse ratings roll a version back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import torch
+
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.control.state import LearningState
+from aphrodite.continuous_learning.interaction import supplied_interaction
+from aphrodite.continuous_learning.learner.interim_task import TrainingResult
+from aphrodite.continuous_learning.learner.lora import CandidateRejected, LoRALearner
+from aphrodite.engine.async_engine import AsyncEngine
+from aphrodite.engine.config import ModelLoadConfig
+from aphrodite.engine.llm_engine import LLMEngine
+from aphrodite.engine.weights import LoRADelta
+
+
+class System:
+    """What the learner needs of ContinuousLearningSystem."""
+
+    def __init__(self, engine, ratings=None) -> None:
+        self.engine = engine
+        self.state = LearningState()
+        self.store = self
+        self.collector = self
+        self.writer = self
+        self._ratings = ratings or {}
+
+    async def update_state(self, **changes) -> None:
+        self.state = dataclasses.replace(self.state, **changes)
+
+    async def call(self, fn):
+        return fn()
+
+    def ratings_by_version(self, versions):
+        return {v: self._ratings.get(v, []) for v in versions}
+
+
+class Runner:
+    """Stands in for the worker: returns a fixed result, optionally after something else changed versions."""
+
+    def __init__(self, result: TrainingResult, meanwhile=None) -> None:
+        self.result, self.meanwhile = result, meanwhile
+
+    async def run(self, fn, job):
+        if self.meanwhile is not None:
+            await self.meanwhile()
+        return self.result
+
+    async def close(self) -> None:
+        pass
+
+
+def deltas(engine, seed: int) -> dict[str, LoRADelta]:
+    layer = engine.model.lora_targets()["layers.0.self_attn.o_proj"]
+    g = torch.Generator().manual_seed(seed)
+    return {"layers.0.self_attn.o_proj": LoRADelta(torch.randn(2, layer.in_features, generator=g),
+                                                   torch.randn(layer.out_features, 2, generator=g))}
+
+
+def run(tiny_model_dir, tmp_path, scenario, ratings=None, **config):
+    async def main():
+        engine = AsyncEngine(LLMEngine(ModelLoadConfig(model=str(tiny_model_dir))))
+        engine.start()
+        try:
+            cfg = ServerSideConfig(learning_dir=str(tmp_path), learner_worker="thread", **config)
+            system = System(engine, ratings)
+            learner = LoRALearner(system, cfg)
+            await learner.restore()
+            return await scenario(engine, system, learner)
+        finally:
+            await engine.shutdown()
+    return asyncio.run(main())
+
+
+BATCH = [supplied_interaction("What is two and two?", "Four.", 0.95, "example", 0, "m")]
+
+
+def test_a_candidate_whose_parent_stopped_serving_is_dropped(tiny_model_dir, tmp_path) -> None:
+    async def scenario(engine, system, learner):
+        async def operator_serves_another_version():
+            await engine.submit_weights(1, deltas(engine, 1))
+        learner._runner = Runner(TrainingResult(deltas(engine, 2), True, ""), operator_serves_another_version)
+        with pytest.raises(CandidateRejected, match="offered again"):
+            await learner.learn(BATCH, 1e-4)
+        return engine.weight_version, learner.versions.versions()
+
+    assert run(tiny_model_dir, tmp_path, scenario) == (1, [])  # nothing promoted, nothing left on disk
+
+
+def test_refusals_pause_learning_and_never_roll_back(tiny_model_dir, tmp_path) -> None:
+    async def scenario(engine, system, learner):
+        await engine.submit_weights(1, deltas(engine, 1))
+        learner._runner = Runner(TrainingResult({}, False, "the candidate forgets"))
+        for _ in range(3):
+            with pytest.raises(CandidateRejected):
+                await learner.learn(BATCH, 1e-4)
+        return engine.weight_version, system.state.paused, learner.notice
+
+    version, paused, notice = run(tiny_model_dir, tmp_path, scenario, learner_pause_after_refusals=3)
+    assert version == 1 and paused and "3 refused candidates in a row" in notice
+
+
+def test_promotion_saves_a_version_and_worse_ratings_roll_it_back(tiny_model_dir, tmp_path) -> None:
+    async def scenario(engine, system, learner):
+        learner._runner = Runner(TrainingResult(deltas(engine, 3), True, "", {"batch_before": 2.0}))
+        await learner.learn(BATCH, 1e-4)
+        promoted = engine.weight_version
+        manifest = learner.versions.manifest(1)
+        await learner.check_live_evidence()
+        return promoted, manifest, engine.weight_version, learner.notice, learner.versions.serving
+
+    ratings = {0: [1.0] * 20 + [-1.0] * 5, 1: [1.0] * 6 + [-1.0] * 19}
+    promoted, manifest, after, notice, saved_serving = run(tiny_model_dir, tmp_path, scenario, ratings)
+    assert promoted == 1 and manifest["parent"] == 0 and manifest["interaction_ids"] == [BATCH[0].id]
+    assert manifest["signals"] == {"example": 1} and manifest["gate"] == {"batch_before": 2.0}
+    assert after == 0 and saved_serving == 0 and "rolled back version 1 to 0" in notice

@@ -1,0 +1,62 @@
+"""The learning worker: trains on the served base weights from shared memory, in its own process, and a crash
+or an exception there is a failed task, never a dead server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+import torch
+
+from aphrodite.continuous_learning.learner.interim_task import TrainingJob, train_and_gate
+from aphrodite.continuous_learning.learner.trainer import Example, default_targets
+from aphrodite.continuous_learning.learner.worker import (InThreadRunner, TaskFailed, TrainingWorker, WorkerCrashed,
+                                                          share_weights)
+from aphrodite.modeling.loader import load_model
+
+
+def crash(model, job) -> None:
+    os._exit(3)
+
+
+def fail(model, job) -> None:
+    raise ValueError("bad job")
+
+
+def pid_and_niceness(model, job) -> tuple[int, int, int]:
+    return os.getpid(), os.nice(0), torch.get_num_threads()
+
+
+def job() -> TrainingJob:
+    ex = [Example(list(range(5, 25)), 10)]
+    return TrainingJob(ex, [], ex, {}, [], rank=2, alpha=4.0, lr=1e-2, steps=2, seed=1)
+
+
+def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> None:
+    model = load_model(tiny_model_dir)
+    share_weights(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    worker = TrainingWorker(model)
+    j = job()
+    j.targets = default_targets(model)
+
+    async def scenario():
+        pid, nice, threads = await worker.run(pid_and_niceness, None)
+        assert pid != os.getpid() and nice >= 19 and threads == 1
+        remote = await worker.run(train_and_gate, j)
+        local = await InThreadRunner(model).run(train_and_gate, j)
+        with pytest.raises(TaskFailed, match="bad job"):
+            await worker.run(fail, j)
+        with pytest.raises(WorkerCrashed):
+            await worker.run(crash, j)
+        again = await worker.run(pid_and_niceness, None)  # a new worker after the crash
+        await worker.close()
+        return remote, local, again[0]
+
+    remote, local, new_pid = asyncio.run(scenario())
+    assert worker.starts == 2 and new_pid != os.getpid()
+    assert remote.report["batch_after"] == pytest.approx(local.report["batch_after"], rel=1e-4)
+    for name, d in local.deltas.items():
+        assert torch.allclose(remote.deltas[name].b, d.b, atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # base weights untouched
