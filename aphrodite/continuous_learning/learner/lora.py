@@ -1,21 +1,16 @@
-"""``LoRALearner``: turns eligible interactions into a new weight version, evaluated before it is promoted.
+"""``LoRALearner``: turns training signals into a new weight version, gated before it is promoted.
 
-One learning task: build training examples from the interactions (prompt as context, response as target),
-train LoRA deltas on a view of the served model that shares its base weights, starting from the deltas in
-service; then evaluate the candidate against the version in service on two sets:
-
-* the batch itself: the candidate must fit it better (lower loss per response token), and
-* anchor texts the model already knows (general facts shipped with the package): the candidate's perplexity
-  there may rise by at most ``learner_max_anchor_regression`` (2 %: it must not forget).
-
-Training rehearses a second, disjoint set of known facts beside the batch (experience replay), the usual guard
-against catastrophic forgetting when a small batch is learned; the evaluation anchors are never trained on.
+One learning task: the signal policy (``policy.py``) decides what the batch teaches (curated examples and
+corrections as supervised targets, ratings as KTO examples, unrated answers not at all by default); the
+examples become a ``TrainingJob`` (``job.py``) that ``train_and_gate`` (``task.py``) runs on a view of the served
+model sharing its base weights, starting from the deltas in service; the gate (``gate.py``) compares the
+candidate with the base model on protected facts and held-out text, and with its parent on the examples.
 
 A candidate that passes is saved under ``<learning-dir>/versions/`` and handed to the engine, which swaps it
-in between two steps; one that fails is refused (counted as a learning failure). When failures pile up
-past ``max_recent_failures`` and ``enable_rollback_on_failure`` is on, the engine is rolled back one version.
-Training runs on a worker thread with one torch thread, and before each optimizer step it waits (up to 2 s)
-while the engine has requests in flight: it takes the CPU mostly between bursts of traffic.
+in between two steps; one that fails is refused (counted as a learning failure) and learning backs off
+(``backoff.py``). When failures pile up past ``max_recent_failures`` and ``enable_rollback_on_failure`` is on,
+the engine is rolled back one version. Training runs on a worker thread with one torch thread, and before each
+optimizer step it waits (up to 2 s) while the engine has requests in flight.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,13 +29,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from aphrodite.continuous_learning.config import ServerSideConfig
-from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.learner.trainer import (Example, attach, default_targets, mean_nll, train_lora,
-                                                        trainable_view)
+from aphrodite.continuous_learning.learner import policy
+from aphrodite.continuous_learning.learner.backoff import RefusalBackoff
+from aphrodite.continuous_learning.learner.job import JobBuilder
+from aphrodite.continuous_learning.learner.task import TrainingJob, TrainingResult, train_and_gate
+from aphrodite.continuous_learning.store.base import TrainingSignal
 from aphrodite.engine.weights import LoRADelta
 
 logger = logging.getLogger(__name__)
-_ANCHOR_FILE = Path(__file__).resolve().parents[2] / "modeling" / "builtin" / "data" / "general.jsonl"
 
 
 class CandidateRejected(RuntimeError):
@@ -50,12 +45,11 @@ class CandidateRejected(RuntimeError):
 
 @dataclass
 class Evaluation:
-    """Losses (mean NLL per scored token) of the version in service and of the candidate."""
+    """One candidate: the gate's report, what it learned from, and whether it was promoted."""
 
-    batch_before: float
-    batch_after: float
-    anchor_before: float
-    anchor_after: float
+    gate: dict[str, Any]
+    manifest: list[tuple[str, str]]
+    """(interaction id, rule that admitted it) of every signal the candidate learned from."""
     examples: int
     seconds: float
     version: int | None = None
@@ -69,9 +63,14 @@ async def trigger(system: Any) -> str:
     before = system.processor.active_tasks
     await system.processor.run_once()
     if system.processor.active_tasks > before:
-        return "Learning task started; the new weight version serves once it passes its evaluation."
-    return (f"No learning task started: needs {system.config.min_interactions_for_learning} new eligible "
-            "interactions, learning enabled and not paused, and a free task slot.")
+        return "Learning task started; the new weight version serves once it passes the gate."
+    backoff = system.learner.backoff if system.learner is not None else None
+    if backoff is not None and not backoff.ready():
+        return (f"No learning task started: backing off until {time.ctime(backoff.backoff_until)} after the gate "
+                f"refused a candidate ({backoff.last_reason}).")
+    return (f"No learning task started: needs {system.config.min_interactions_for_learning} new training "
+            "signals (curated examples, ratings, corrections), learning enabled and not paused, and a free "
+            "task slot.")
 
 
 async def rollback(system: Any) -> str:
@@ -93,49 +92,46 @@ class LoRALearner:
         self.engine = system.engine
         self.versions_dir = Path(os.path.expanduser(config.learning_dir)) / "versions"
         self.history: list[Evaluation] = []
-        self._anchors: tuple[list[Example], list[Example]] | None = None
+        self.backoff = RefusalBackoff(config.background_learning_interval)
+        self._jobs: JobBuilder | None = None
 
-    # -- examples ---------------------------------------------------------------------------------------------
-    def example(self, interaction: Interaction) -> Example | None:
-        """Prompt as context, the response (plus the end-of-turn token for chats) as the target."""
-        tok = self.engine.tokenizer
-        response = interaction.completion
-        if not response.strip():
-            return None
-        if interaction.endpoint == "/v1/completions":
-            context = interaction.prompt or ""
-            target = response
-        else:
-            messages = interaction.messages or [{"role": "user", "content": interaction.prompt or ""}]
-            context = tok.apply_chat_template(messages, add_generation_prompt=True)
-            target = response + (tok.eos_token or "")
-        context_ids = tok.encode(context, add_special_tokens=False) if context else []
-        ids = tok.encode(context + target, add_special_tokens=False)
-        if not context_ids or len(ids) <= len(context_ids) or len(ids) > self.engine.max_model_len:
-            return None
-        return Example(ids, len(context_ids))
+    def ready(self) -> bool:
+        """Whether a learning task may start (not backing off after a refusal)."""
+        return self.backoff.ready()
 
-    def anchors(self) -> tuple[list[Example], list[Example]]:
-        """(replay examples trained beside each batch, evaluation anchors never trained on)."""
-        if self._anchors is None:
-            records = [json.loads(line) for line in _ANCHOR_FILE.read_text().splitlines() if line.strip()]
-            examples = [ex for r in records if (ex := self.example(_qa(r["question"], r["answer"])))]
-            self._anchors = examples[0::2], examples[1::2]
-        return self._anchors
+    @property
+    def jobs(self) -> JobBuilder:
+        if self._jobs is None:
+            self._jobs = JobBuilder(self.engine.model, self.engine.tokenizer, self.config, self.engine.max_model_len)
+        return self._jobs
+
+    def admit(self, batch: list[TrainingSignal]) -> list[policy.PolicyExample]:
+        """The signal policy applied to a batch: what it teaches (the newest ``learner_max_examples``)."""
+        cfg = self.config
+        admitted = policy.admit(batch, cfg.learn_from_unrated, cfg.interaction_quality_threshold,
+                                cfg.learner_max_client_share, self.backoff.set_aside)
+        return admitted[-cfg.learner_max_examples:]
 
     # -- the learning task ------------------------------------------------------------------------------------
-    async def learn(self, batch: list[Interaction], learning_rate: float) -> None:
-        newest = sorted(batch, key=lambda i: i.created)[-self.config.learner_max_examples:]
-        examples = [ex for i in newest if (ex := self.example(i)) is not None]
+    async def learn(self, batch: list[TrainingSignal], learning_rate: float) -> None:
+        examples = self.admit(batch)
         if not examples:
-            raise CandidateRejected("no usable training examples in the batch")
-        serving = self.engine.weight_version
-        start = self.engine.weight_deltas(serving)
-        deltas, ev = await asyncio.to_thread(self._train_and_evaluate, examples, start, learning_rate)
+            logger.info("learning step: the signal policy admitted nothing from %d signals", len(batch))
+            return
+        lr = self.config.learner_learning_rate * learning_rate / self.config.max_learning_rate_production
+        start = self.engine.weight_deltas(self.engine.weight_version)
+        job = await asyncio.to_thread(self.jobs.build, examples, start, lr, len(self.history))
+        result = await asyncio.to_thread(self._run, job)
+        ev = Evaluation(result.gate, result.manifest, len(examples), result.seconds, accepted=result.accepted,
+                        reason=result.reason)
         self.history = (self.history + [ev])[-50:]
         if not ev.accepted:
+            if self.backoff.refused([i for ex in examples for i in ex.ids], ev.reason):
+                logger.warning("a batch refused %d times unchanged is set aside", self.backoff.give_up_after)
             self._maybe_roll_back()
             raise CandidateRejected(ev.reason)
+        self.backoff.promoted()
+        deltas = result.deltas
         version = max(self.engine.weight_versions + [self._highest_saved()]) + 1
         await asyncio.to_thread(self._save, version, deltas, ev)
         ev.version = version
@@ -145,36 +141,15 @@ class LoRALearner:
             return
         await self.engine.submit_weights(version, deltas)
         await asyncio.to_thread(self.record_serving, version)
-        logger.info("promoted weight version %d: batch loss %.3f -> %.3f, anchor loss %.3f -> %.3f", version,
-                    ev.batch_before, ev.batch_after, ev.anchor_before, ev.anchor_after)
+        logger.info("promoted weight version %d (%s)", version, result.gate.get("target"))
 
-    def _train_and_evaluate(self, examples: list[Example], start: dict, lr: float) -> tuple[dict, Evaluation]:
-        t0 = time.monotonic()
+    def _run(self, job: TrainingJob) -> TrainingResult:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # thread-local: the engine thread keeps its own setting
         try:
-            replay, anchors = self.anchors()
-            view = trainable_view(self.engine.model)
-            attach(view, start)
-            before = mean_nll(view, examples), mean_nll(view, anchors)
-            cfg = self.config
-            deltas = train_lora(view, examples + replay, start, sorted(start) or default_targets(view),
-                                cfg.learner_rank, cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history),
-                                before_step=self._yield_to_serving)
-            attach(view, deltas)
-            after = mean_nll(view, examples), mean_nll(view, anchors)
+            return train_and_gate(self.engine.model, job, before_step=self._yield_to_serving)
         finally:
             torch.set_num_threads(threads)
-        ev = Evaluation(before[0], after[0], before[1], after[1], len(examples), time.monotonic() - t0)
-        limit = ev.anchor_before + math.log1p(self.config.learner_max_anchor_regression)  # perplexity x (1 + r)
-        if not ev.batch_after < ev.batch_before:
-            ev.reason = f"the candidate does not fit its batch better ({ev.batch_before:.4f} -> {ev.batch_after:.4f})"
-        elif ev.anchor_after > limit:
-            ev.reason = (f"the candidate forgets: anchor loss {ev.anchor_before:.4f} -> {ev.anchor_after:.4f} "
-                         f"(limit {limit:.4f})")
-        else:
-            ev.accepted = True
-        return deltas, ev
 
     def _yield_to_serving(self, max_wait_s: float = 2.0) -> None:
         """Scheduler-aware training: before each optimizer step, wait (up to ``max_wait_s``) while the engine has
@@ -227,8 +202,8 @@ class LoRALearner:
     def report(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
         return {"learner": "lora", "candidates": len(self.history),
-                "promoted": sum(1 for e in self.history if e.accepted),
-                "last": None if last is None else {k: v for k, v in vars(last).items()}}
+                "promoted": sum(1 for e in self.history if e.accepted), **self.backoff.report(),
+                "last": None if last is None else {k: v for k, v in vars(last).items() if k != "manifest"}}
 
 
 def load_version(path: Path) -> dict[str, LoRADelta]:
@@ -238,7 +213,3 @@ def load_version(path: Path) -> dict[str, LoRADelta]:
         return {name: LoRADelta(f.get_tensor(f"{name}.a"), f.get_tensor(f"{name}.b"), scale)
                 for name, scale in scales.items()}
 
-
-def _qa(question: str, answer: str) -> Interaction:
-    return Interaction(id="anchor", endpoint="/v1/chat/completions", choices=[Choice(answer)],
-                       messages=[{"role": "user", "content": question}])
