@@ -14,7 +14,7 @@ from what").
 A rating of exactly 0 teaches nothing. A correction supersedes the rating+ of the same answer (a rating- of
 it still teaches that the original was undesirable). Duplicates (same rule kind, context and target) are
 merged into one example that remembers every interaction id. One client (``api_key_hash``; anonymous callers
-are one client) may contribute at most ``max_client_share`` of the client-sourced examples of a batch, and
+are one client) may contribute at most ``max_client_share`` of the client-sourced interactions of a batch, and
 always at least one; curated examples are the operator's and are not capped.
 """
 
@@ -113,14 +113,15 @@ def client_cap(counts: list[int], share: float) -> int:
 
 
 def cap_clients(examples: list[PolicyExample], share: float) -> list[PolicyExample]:
-    """Keep each client's newest examples up to ``client_cap``; curated (operator) examples are not capped."""
-    by_client: dict[str, list[PolicyExample]] = defaultdict(list)
+    """Keep each client's newest interactions up to ``client_cap`` (a correction and the rating- of the same
+    answer count once); curated (operator) examples are not capped."""
+    by_client: dict[str, list[str]] = defaultdict(list)
     for ex in examples:
-        if ex.rule not in CURATED_RULES:
-            by_client[ex.client].append(ex)
+        if ex.rule not in CURATED_RULES and ex.ids[-1] not in by_client[ex.client]:
+            by_client[ex.client].append(ex.ids[-1])
     cap = client_cap([len(v) for v in by_client.values()], share)
-    keep = {id(ex) for v in by_client.values() for ex in v[-cap:]}
-    return [ex for ex in examples if ex.rule in CURATED_RULES or id(ex) in keep]
+    keep = {i for ids in by_client.values() for i in ids[-cap:]}
+    return [ex for ex in examples if ex.rule in CURATED_RULES or ex.ids[-1] in keep]
 
 
 def admit(signals: list[TrainingSignal], learn_from_unrated: bool = False, quality_threshold: float = 0.6,

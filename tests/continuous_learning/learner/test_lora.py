@@ -3,7 +3,6 @@ the public API; a candidate that forgets is refused; rollback restores the base 
 
 from __future__ import annotations
 
-import math
 import time
 from types import SimpleNamespace
 
@@ -13,6 +12,8 @@ import pytest
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import supplied_interaction
 from aphrodite.continuous_learning.learner.lora import LoRALearner
+from aphrodite.continuous_learning.learner.task import train_and_gate
+from aphrodite.continuous_learning.store.base import TrainingSignal
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig
 from aphrodite.engine.llm_engine import LLMEngine
@@ -74,15 +75,16 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
 
 def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
     engine = AsyncEngine(LLMEngine(ModelLoadConfig()))  # the built-in model; no loop needed here
-    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=10)
+    # a learning rate 6x the default without the anchor penalty overfits the batch and damages what the model knew
+    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=15, learner_anchor_weight=0.0,
+                              learner_stop_loss=0.0)
     learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)  # engine idle: no waits
-    batch = [supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m") for _ in range(4)]
-    examples = [learner.example(i) for i in batch]
-    # a learning rate 10x too high overfits the batch and damages what the model knew
-    _, ev = learner._train_and_evaluate(examples, {}, 3e-3)
-    assert ev.batch_after < ev.batch_before and not ev.accepted and "forgets" in ev.reason
-    _, ok = learner._train_and_evaluate(examples, {}, 3e-4)
-    assert ok.accepted and ok.anchor_after <= ok.anchor_before + math.log1p(config.learner_max_anchor_regression)
+    signals = [TrainingSignal(supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m"))]
+    job = learner.jobs.build(learner.admit(signals), {}, 3e-3)
+    result = train_and_gate(engine.model, job)
+    assert result.gate["target"]["train_after"] < result.gate["target"]["train_before"]  # it did learn the batch
+    assert not result.accepted and ("protected" in result.reason or "held-out" in result.reason)
+    assert result.manifest == [(signals[0].interaction.id, "curated")]
     assert engine.weight_version == 0  # evaluation alone never touches the served weights
 
 
