@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from aphrodite.continuous_learning.learner.trainer import Example, mean_nll, token_logps
+from aphrodite.continuous_learning.learner.trainer import Example, argmax_matches, mean_nll, token_logps
 from aphrodite.modeling.attention import AttentionMetadata
 from aphrodite.modeling.llama import LlamaForCausalLM
 
@@ -103,23 +103,7 @@ def answer_logps(view: LlamaForCausalLM, facts: list[ProtectedFact]) -> list[flo
 
 def greedy_unchanged(view: LlamaForCausalLM, facts: list[ProtectedFact]) -> list[bool]:
     """Whether greedy decoding still gives each fact's base answer (teacher-forced argmax, one forward)."""
-    seqs = [(f.prompt_ids + f.base_greedy, len(f.prompt_ids)) for f in facts]
-    device = next(view.parameters()).device
-    lens = [len(s) for s, _ in seqs]
-    T = max(lens, default=0)
-    if not seqs:
-        return []
-    ids = torch.zeros(len(seqs), T, dtype=torch.long, device=device)  # (B, T)
-    for row, (s, _) in enumerate(seqs):
-        ids[row, :len(s)] = torch.tensor(s, device=device)
-    with torch.inference_mode():
-        meta = AttentionMetadata(True, AttentionMetadata.causal(lens, T, device))
-        hidden = view(ids, torch.arange(T, device=device)[None].expand(len(seqs), T), meta)  # (B, T, D)
-        same = []
-        for row, (s, start) in enumerate(seqs):
-            argmax = view.compute_logits(hidden[row, start - 1:len(s) - 1]).argmax(-1)  # (n,)
-            same.append(bool((argmax == ids[row, start:len(s)]).all()))
-    return same
+    return argmax_matches(view, [(f.prompt_ids + f.base_greedy, len(f.prompt_ids)) for f in facts]) if facts else []
 
 
 def check(view: LlamaForCausalLM, ref: GateReference, limits: GateLimits) -> dict[str, Any]:

@@ -111,7 +111,8 @@ class JobBuilder:
                 rated.append(RatedExample(ids, loss_from, ex.desirable))
             manifest += [(i, ex.rule) for i in ex.ids]
         objective = Objective(lr=lr, steps=cfg.learner_steps, stop_loss=cfg.learner_stop_loss,
-                              anchor_weight=cfg.learner_anchor_weight, kto_weight=cfg.learner_kto_weight, kto_beta=cfg.learner_kto_beta,
+                              anchor_weight=cfg.learner_anchor_weight, kto_weight=cfg.learner_kto_weight,
+                              kto_beta=cfg.learner_kto_beta,
                               desirable_weight=cfg.learner_kto_desirable_weight,
                               undesirable_weight=cfg.learner_kto_undesirable_weight)
         limits = GateLimits(cfg.learner_protected_logprob_tolerance, cfg.learner_max_heldout_regression)

@@ -32,7 +32,7 @@ from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.learner import policy
 from aphrodite.continuous_learning.learner.backoff import RefusalBackoff
 from aphrodite.continuous_learning.learner.job import JobBuilder
-from aphrodite.continuous_learning.learner.task import TrainingJob, TrainingResult, train_and_gate
+from aphrodite.continuous_learning.learner.task import TrainingResult, train_and_gate
 from aphrodite.continuous_learning.store.base import TrainingSignal
 from aphrodite.engine.weights import LoRADelta
 
@@ -120,8 +120,7 @@ class LoRALearner:
             return
         lr = self.config.learner_learning_rate * learning_rate / self.config.max_learning_rate_production
         start = self.engine.weight_deltas(self.engine.weight_version)
-        job = await asyncio.to_thread(self.jobs.build, examples, start, lr, len(self.history))
-        result = await asyncio.to_thread(self._run, job)
+        result = await asyncio.to_thread(self._run, examples, start, lr)
         ev = Evaluation(result.gate, result.manifest, len(examples), result.seconds, accepted=result.accepted,
                         reason=result.reason)
         self.history = (self.history + [ev])[-50:]
@@ -143,10 +142,11 @@ class LoRALearner:
         await asyncio.to_thread(self.record_serving, version)
         logger.info("promoted weight version %d (%s)", version, result.gate.get("target"))
 
-    def _run(self, job: TrainingJob) -> TrainingResult:
+    def _run(self, examples: list[policy.PolicyExample], start: dict[str, LoRADelta], lr: float) -> TrainingResult:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # thread-local: the engine thread keeps its own setting
         try:
+            job = self.jobs.build(examples, start, lr, seed=len(self.history))  # base values: first time only
             return train_and_gate(self.engine.model, job, before_step=self._yield_to_serving)
         finally:
             torch.set_num_threads(threads)

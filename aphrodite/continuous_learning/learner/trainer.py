@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from aphrodite.continuous_learning.learner.anchors import Anchor, anchor_kl
 from aphrodite.engine.weights import LoRADelta
