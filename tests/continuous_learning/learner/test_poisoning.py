@@ -68,7 +68,6 @@ def test_three_facts_in_one_task_and_a_poisoning_flood_never_serves(tmp_path) ->
         assert "started" in httpx.post(url + "/v1/learning/control", json={"action": "trigger"}).json()["message"]
         report = wait_for_candidates(url, 2, timeout=240)
         served = httpx.get(url + "/v1/learning/status").json()["weight_version"]
-        print("POISON REPORT", report)
         if not report["last"]["accepted"]:  # the expected outcome: refused, and learning backs off
             assert served == 1 and report["refusals"] == 1 and "protected" in report["last_refusal_reason"]
             assert report["backoff_until"] > time.time()
