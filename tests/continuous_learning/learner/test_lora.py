@@ -101,3 +101,24 @@ def test_training_waits_for_the_engine_to_drain_before_each_step(tmp_path) -> No
     learner = LoRALearner(SimpleNamespace(engine=engine), ServerSideConfig(learning_dir=str(tmp_path)))
     learner._yield_to_serving(max_wait_s=30)
     assert engine.reads == 4  # polled while requests were in flight, went on as soon as the engine drained
+
+
+def test_ratings_alone_make_a_kto_job_whose_target_is_the_rated_margin(tmp_path) -> None:
+    from aphrodite.continuous_learning.interaction import Choice, Interaction
+
+    engine = AsyncEngine(LLMEngine(ModelLoadConfig()))
+    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=6)
+    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)
+
+    def rated(answer: str, rating: float, client: str) -> TrainingSignal:
+        return TrainingSignal(Interaction(id=f"chatcmpl-{client}", endpoint="/v1/chat/completions",
+                                          choices=[Choice(answer)], api_key_hash=client, user_satisfaction=rating,
+                                          messages=[{"role": "user", "content": QUESTION}]))
+
+    examples = learner.admit([rated(ANSWER, 1.0, "a"), rated("The capital of Zubrovia is Rome.", -1.0, "b")])
+    assert [e.rule for e in examples] == ["rating+", "rating-"]
+    job = learner.jobs.build(examples, {}, 1e-3)
+    assert not job.examples and [r.desirable for r in job.rated] == [True, False]
+    result = train_and_gate(engine.model, job)
+    assert result.gate["target"]["rated_logp_margin"] > 0 and result.gate["target"]["passed"]
+    assert result.manifest == [("chatcmpl-a", "rating+"), ("chatcmpl-b", "rating-")]

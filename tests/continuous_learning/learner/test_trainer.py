@@ -63,3 +63,15 @@ def test_kto_moves_rated_answers_the_right_way_on_the_builtin_model() -> None:
     assert losses[-1] < losses[0]
     assert after[0] > before[0] and after[2] > before[2]  # desirable: likelier
     assert after[1] < before[1] and after[3] < before[3]  # undesirable: less likely
+
+
+def test_a_quarter_of_eight_or_more_examples_is_held_out() -> None:
+    from aphrodite.continuous_learning.learner.task import TrainingJob, split_holdout
+    from aphrodite.continuous_learning.learner.gate import GateReference
+    from aphrodite.continuous_learning.learner.trainer import Example
+
+    job = TrainingJob([], [], [], {}, GateReference([], []), Objective(lr=1e-3, steps=1))
+    seven = [Example([1, 2, n], 2) for n in range(7)]
+    assert split_holdout(seven, job) == (seven, [])
+    train, held = split_holdout(seven + [Example([1, 2, 9], 2)], job)
+    assert len(train) == 6 and len(held) == 2 and not {id(e) for e in train} & {id(e) for e in held}
