@@ -87,12 +87,11 @@ class ServerSideConfig:
     """Rank of the LoRA deltas."""
     learner_alpha: float = 16.0
     """LoRA scale numerator: the delta is (alpha / rank) * B @ A."""
-    learner_steps: int = 10
-    """Optimizer steps (full passes over the batch) per learning task."""
+    learner_steps: int = 80
+    """Most optimizer steps per learning task (each on up to 16 examples plus replay); training stops earlier
+    once the target loss is below learner_stop_loss."""
     learner_max_examples: int = 64
-    """Most eligible interactions one learning task trains on (the newest)."""
-    learner_max_anchor_regression: float = 0.02
-    """Largest relative rise of the anchor texts' perplexity a candidate may cause and still be promoted."""
+    """Most admitted examples one learning task trains on (the newest)."""
     quality_predictor: Literal["none", "reservoir"] = "reservoir"
     """Learned quality predictor: ``reservoir`` runs the generated tokens' hidden states through a DeepTreeESN
     and an online readout trained from explicit feedback, whose prediction enters the quality score as it
@@ -139,6 +138,48 @@ class ServerSideConfig:
     """Significance level of that test: roll back when the serving version's positive-rating rate is lower
     than its parent's with p < alpha."""
 
+    # learner: signal policy and gate
+    learn_from_unrated: bool = False
+    """Also train on unrated served answers whose quality score reaches interaction_quality_threshold. Risky:
+    the model then learns from its own outputs, mistakes included; off by default."""
+    learner_max_client_share: float = 0.25
+    """Largest share of a batch's client-sourced examples (ratings, corrections) one client (API key) may
+    contribute; a client always keeps at least one. Curated examples are the operator's and not capped."""
+    learner_learning_rate: float = 5e-4
+    """Adam learning rate of the LoRA deltas; the production schedule scales it by
+    current_learning_rate / max_learning_rate_production."""
+    learner_stop_loss: float = 0.5
+    """Stop training once greedy decoding reproduces every taught target and their mean loss per target token
+    is below this (nats); 0 always runs learner_steps."""
+    learner_replay_share: float = 0.5
+    """Share of each training step's examples drawn from known facts the model answers already (replay), to
+    protect them; these are disjoint from the protected facts."""
+    learner_anchor_weight: float = 100.0
+    """Weight of the penalty keeping the candidate's next-token distributions on the base model's own samples
+    close to the base model's (KL divergence), which limits drift on text the batch is not about."""
+    learner_kto_weight: float = 1.0
+    """Weight (lambda) of the KTO loss on rated answers beside the supervised loss."""
+    learner_kto_beta: float = 0.1
+    """KTO beta: how far a rated answer's log-probability may move from the parent version's."""
+    learner_kto_desirable_weight: float = 1.0
+    """KTO weight of positively rated answers."""
+    learner_kto_undesirable_weight: float = 1.0
+    """KTO weight of negatively rated answers."""
+    learner_protected_facts_file: str = ""
+    """JSONL file of {"question": ..., "answer": ...} lines the gate protects beside the shipped facts: a
+    candidate may not change their greedy answers nor lower their answers' log-probability by more than
+    learner_protected_logprob_tolerance."""
+    learner_protected_logprob_tolerance: float = 1.0
+    """Largest fall (nats, summed over the answer) of a protected answer's log-probability below the base
+    model's that the gate accepts."""
+    learner_heldout_file: str = ""
+    """JSONL file of held-out texts ({"text": ...} or {"messages": [...]}) for the gate's perplexity check;
+    empty: the built-in model's held-out chats."""
+    learner_max_heldout_regression: float = 0.02
+    """Largest relative rise of held-out perplexity above the base model's that the gate accepts."""
+    learner_holdout_fraction: float = 0.25
+    """With 8 or more supervised examples, this share is first held out: the candidate must improve there too."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -159,10 +200,20 @@ class ServerSideConfig:
         for name in ("store_max_bytes", "max_interaction_buffer_bytes", "write_queue_max_bytes"):  # issue 8
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")
-        _check(self.learner_max_anchor_regression >= 0, "learner_max_anchor_regression",
-               self.learner_max_anchor_regression, "must be >= 0")
         _check(0.0 < self.learner_rollback_alpha < 1.0, "learner_rollback_alpha", self.learner_rollback_alpha,
                "must be in (0, 1)")
+        for name in ("learner_learning_rate", "learner_kto_beta"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
+        for name in ("learner_stop_loss", "learner_anchor_weight", "learner_kto_weight", "learner_kto_desirable_weight",
+                     "learner_kto_undesirable_weight", "learner_protected_logprob_tolerance",
+                     "learner_max_heldout_regression"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        _check(0.0 < self.learner_max_client_share <= 1.0, "learner_max_client_share",
+               self.learner_max_client_share, "must be in (0, 1]")
+        _check(0.0 <= self.learner_replay_share < 1.0, "learner_replay_share", self.learner_replay_share,
+               "must be in [0, 1)")
+        _check(0.0 < self.learner_holdout_fraction < 1.0, "learner_holdout_fraction",
+               self.learner_holdout_fraction, "must be in (0, 1)")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
         paths = self.monitored_paths

@@ -1,9 +1,10 @@
 """``BackgroundLearningProcessor``: the periodic step (retention clean-up, then a learning task when due).
 
-``Learner`` is the learner's seam. A learning task gets the eligible interactions not yet learned from and
-the current production learning rate; its success advances the learning-rate decay, its failure is counted
-(and its batch offered again). Before that, each step lets the learner check live evidence against the
-serving version (explicit ratings; see ``learner/evidence.py``).
+``Learner`` is the learner's seam. A learning task gets the training signals (curated examples, rated or
+corrected interactions; see the learner's signal policy) not yet learned from and the current production
+learning rate; its success advances the learning-rate decay, its failure is counted (and its batch offered
+again, with backoff). Before that, each step lets the learner check live evidence against the serving version
+(explicit ratings; see ``learner/evidence.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from aphrodite.continuous_learning.interaction import Interaction
+from aphrodite.continuous_learning.store.base import TrainingSignal
 
 if TYPE_CHECKING:
     from aphrodite.continuous_learning.system import ContinuousLearningSystem
@@ -24,9 +25,9 @@ _MAX_BATCH = 1_024
 
 
 class Learner(Protocol):
-    """Turns eligible interactions into a new weight version (hot-swapped into the engine by the learner)."""
+    """Turns training signals into a new weight version (hot-swapped into the engine by the learner)."""
 
-    async def learn(self, batch: list[Interaction], learning_rate: float) -> None:
+    async def learn(self, batch: list[TrainingSignal], learning_rate: float) -> None:
         """Learn from ``batch``; raise on failure."""
         ...
 
@@ -91,12 +92,12 @@ class BackgroundLearningProcessor:
         state = system.state
         if (self.learner is None or not state.enabled or state.paused
                 or len(self._tasks) >= config.max_concurrent_learning_tasks
-                or system.collector.counts.eligible < config.min_interactions_for_learning):
+                or not getattr(self.learner, "ready", lambda: True)()):  # not ready: backing off after refusals
             return
         since = max(state.learned_until, self._claimed_until)
-        batch = await system.collector.writer.call(
-            lambda: system.store.eligible(config.interaction_quality_threshold, _MAX_BATCH, since))
-        batch = [i for i in batch if i.created > since]
+        unrated = config.interaction_quality_threshold if config.learn_from_unrated else None
+        batch = await system.collector.writer.call(lambda: system.store.training_signals(since, _MAX_BATCH, unrated))
+        batch = [s for s in batch if s.created > since]
         if len(batch) >= config.min_interactions_for_learning:
             self._claimed_until = max(i.created for i in batch)
             task = asyncio.create_task(self._learn(batch, since), name="learning-task")
@@ -111,7 +112,7 @@ class BackgroundLearningProcessor:
             collector.load_counts()
         return deleted
 
-    async def _learn(self, batch: list[Interaction], since: float) -> None:
+    async def _learn(self, batch: list[TrainingSignal], since: float) -> None:
         system = self.system
         try:
             await self.learner.learn(batch, system.state.learning_rate(system.config))  # type: ignore[union-attr]

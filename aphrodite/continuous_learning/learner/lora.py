@@ -1,28 +1,24 @@
-"""``LoRALearner``: turns eligible interactions into a new weight version, evaluated before it is promoted.
+"""``LoRALearner``: turns training signals into a new weight version, gated before it is promoted.
 
-One learning task: build training examples from the interactions (prompt as context, response as target)
-and run ``train_and_gate`` (a picklable ``TrainingJob`` in, deltas and a verdict out) in the learning worker,
-a nice-19 process that maps the served base weights from shared memory (``worker.py``), starting from the
-deltas of the version in service. The gate compares the candidate with that version on
-
-* the batch itself: the candidate must fit it better (lower loss per response token), and
-* anchor texts the model already knows (general facts shipped with the package): the candidate's perplexity
-  there may rise by at most ``learner_max_anchor_regression`` (2 %: it must not forget).
-
-Training rehearses a second, disjoint set of known facts beside the batch (experience replay).
+One learning task: the signal policy (``policy.py``) decides what the batch teaches (curated examples and
+corrections as supervised targets, ratings as KTO examples, unrated answers not at all by default); the
+examples become a ``TrainingJob`` (``job.py``, tokenized here with the base model's reference values computed
+once per process) that ``train_and_gate`` (``task.py``) runs in the learning worker, a nice-19 process that maps
+the served base weights from shared memory (``worker.py``), starting from the deltas of the version in
+service. The gate (``gate.py``) compares the candidate with the base model on protected facts and held-out
+text, and with its parent on the examples.
 
 A candidate that passes is saved as a PEFT adapter directory (``versions.py``) and handed to the engine,
 which swaps it in between two steps, only if its parent still serves (otherwise it is dropped and its batch
-offered again: no promotion discards another). A refused candidate is counted as a learning failure; after
-``learner_pause_after_refusals`` refusals in a row learning pauses, saying why. Refusals never roll back
-the serving version: only live evidence does (explicit ratings clearly worse than the parent's,
-``evidence.py``), checked at each background step.
+offered again: no promotion discards another). A refused candidate is counted as a learning failure and
+learning backs off (``backoff.py``); after ``learner_pause_after_refusals`` refusals in a row learning pauses,
+saying why. Refusals never roll back the serving version: only live evidence does (explicit ratings clearly
+worse than the parent's, ``evidence.py``), checked at each background step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -31,17 +27,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from aphrodite.continuous_learning.config import ServerSideConfig
-from aphrodite.continuous_learning.interaction import Choice, Interaction
+from aphrodite.continuous_learning.learner import policy
+from aphrodite.continuous_learning.learner.backoff import RefusalBackoff
 from aphrodite.continuous_learning.learner.evidence import rated_worse
-from aphrodite.continuous_learning.learner.interim_task import TrainingJob, TrainingResult, train_and_gate
-from aphrodite.continuous_learning.learner.trainer import Example, default_targets
+from aphrodite.continuous_learning.learner.job import JobBuilder
+from aphrodite.continuous_learning.learner.task import TrainingJob, TrainingResult, train_and_gate
 from aphrodite.continuous_learning.learner.versions import VersionStore
 from aphrodite.continuous_learning.learner.worker import InThreadRunner, TrainingWorker, share_weights
-from aphrodite.engine.weights import StaleParent
+from aphrodite.continuous_learning.store.base import TrainingSignal
+from aphrodite.engine.weights import LoRADelta, StaleParent
 
 logger = logging.getLogger(__name__)
-_ANCHOR_FILE = Path(__file__).resolve().parents[2] / "modeling" / "builtin" / "data" / "general.jsonl"
 
 
 class CandidateRejected(RuntimeError):
@@ -53,9 +52,14 @@ async def trigger(system: Any) -> str:
     before = system.processor.active_tasks
     await system.processor.run_once()
     if system.processor.active_tasks > before:
-        return "Learning task started; the new weight version serves once it passes its evaluation."
-    return (f"No learning task started: needs {system.config.min_interactions_for_learning} new eligible "
-            "interactions, learning enabled and not paused, and a free task slot.")
+        return "Learning task started; the new weight version serves once it passes the gate."
+    backoff = system.learner.backoff if system.learner is not None else None
+    if backoff is not None and not backoff.ready():
+        return (f"No learning task started: backing off until {time.ctime(backoff.backoff_until)} after the gate "
+                f"refused a candidate ({backoff.last_reason}).")
+    return (f"No learning task started: needs {system.config.min_interactions_for_learning} new training "
+            "signals (curated examples, ratings, corrections), learning enabled and not paused, and a free "
+            "task slot.")
 
 
 async def rollback(system: Any, version: int | None = None) -> str:
@@ -67,7 +71,7 @@ async def rollback(system: Any, version: int | None = None) -> str:
 
 
 class LoRALearner:
-    """The ``Learner`` of the background processor: train, gate, promote or refuse; serve and roll back."""
+    """The ``Learner`` of the background processor: admit, train, gate, promote or refuse; serve and roll back."""
 
     def __init__(self, system: Any, config: ServerSideConfig) -> None:
         self.system = system
@@ -79,75 +83,70 @@ class LoRALearner:
                                      str(self.engine.model_dir), config.learner_keep_versions)
         self.history: list[dict[str, Any]] = []
         """Reports of recent candidates (the newest last)."""
-        self.refusals_in_a_row = 0
+        self.backoff = RefusalBackoff(config.background_learning_interval)
         self.notice: str | None = None
         """Why learning paused or a version was rolled back automatically (shown in status)."""
         self._runner: TrainingWorker | InThreadRunner | None = None
-        self._anchors: tuple[list[Example], list[Example]] | None = None
+        self._jobs: JobBuilder | None = None
 
-    # -- examples ---------------------------------------------------------------------------------------------
-    def example(self, interaction: Interaction) -> Example | None:
-        """Prompt as context, the response (plus the end-of-turn token for chats) as the target."""
-        tok = self.engine.tokenizer
-        response = interaction.completion
-        if not response.strip():
-            return None
-        if interaction.endpoint == "/v1/completions":
-            context = interaction.prompt or ""
-            target = response
-        else:
-            messages = interaction.messages or [{"role": "user", "content": interaction.prompt or ""}]
-            context = tok.apply_chat_template(messages, add_generation_prompt=True)
-            target = response + (tok.eos_token or "")
-        context_ids = tok.encode(context, add_special_tokens=False) if context else []
-        ids = tok.encode(context + target, add_special_tokens=False)
-        if not context_ids or len(ids) <= len(context_ids) or len(ids) > self.engine.max_model_len:
-            return None
-        return Example(ids, len(context_ids))
+    def ready(self) -> bool:
+        """Whether a learning task may start (not backing off after a refusal)."""
+        return self.backoff.ready()
 
-    def anchors(self) -> tuple[list[Example], list[Example]]:
-        """(replay examples trained beside each batch, evaluation anchors never trained on)."""
-        if self._anchors is None:
-            records = [json.loads(line) for line in _ANCHOR_FILE.read_text().splitlines() if line.strip()]
-            examples = [ex for r in records if (ex := self.example(_qa(r["question"], r["answer"])))]
-            self._anchors = examples[0::2], examples[1::2]
-        return self._anchors
+    @property
+    def jobs(self) -> JobBuilder:
+        if self._jobs is None:
+            self._jobs = JobBuilder(self.engine.model, self.engine.tokenizer, self.config, self.engine.max_model_len)
+        return self._jobs
 
-    def job(self, examples: list[Example], start: dict, lr: float) -> TrainingJob:
-        replay, anchors = self.anchors()
+    def admit(self, batch: list[TrainingSignal]) -> list[policy.PolicyExample]:
+        """The signal policy applied to a batch: what it teaches (the newest ``learner_max_examples``)."""
         cfg = self.config
-        return TrainingJob(examples, replay, anchors, start, default_targets(self.engine.model), cfg.learner_rank,
-                           cfg.learner_alpha, lr, cfg.learner_steps, seed=len(self.history),
-                           max_anchor_regression=cfg.learner_max_anchor_regression)
+        admitted = policy.admit(batch, cfg.learn_from_unrated, cfg.interaction_quality_threshold,
+                                cfg.learner_max_client_share, self.backoff.set_aside)
+        return admitted[-cfg.learner_max_examples:]
 
     # -- the learning task ------------------------------------------------------------------------------------
-    async def learn(self, batch: list[Interaction], learning_rate: float) -> None:
-        newest = sorted(batch, key=lambda i: i.created)[-self.config.learner_max_examples:]
-        used = [(i, ex) for i in newest if (ex := self.example(i)) is not None]
-        if not used:
-            raise CandidateRejected("no usable training examples in the batch")
+    async def learn(self, batch: list[TrainingSignal], learning_rate: float) -> None:
+        examples = self.admit(batch)
+        if not examples:
+            logger.info("learning step: the signal policy admitted nothing from %d signals", len(batch))
+            return
+        lr = self.config.learner_learning_rate * learning_rate / self.config.max_learning_rate_production
         parent = self.engine.weight_version
-        job = self.job([ex for _, ex in used], self.engine.weight_deltas(parent), learning_rate)
+        start = self.engine.weight_deltas(parent)
+        job = await asyncio.to_thread(self._build, examples, start, lr)
         runner = await self.runner()
         result: TrainingResult = await runner.run(train_and_gate, job)  # a crash or exception: a failed task
-        report = {**_gate_of(result), "accepted": result.accepted, "reason": result.reason, "parent": parent,
-                  "created": time.time(), "training": {"lr": job.lr, "steps": job.steps, "rank": job.rank,
-                                                       "alpha": job.alpha, "replay": len(job.replay)}}
+        report = {**result.gate, "accepted": result.accepted, "reason": result.reason, "parent": parent,
+                  "created": time.time(), "seconds": result.seconds, "examples": len(examples),
+                  "training": {"lr": lr, "steps": job.objective.steps, "rank": job.rank, "alpha": job.alpha,
+                               "replay": len(job.replay), "stop_reason": result.stop_reason}}
         self.history = (self.history + [report])[-50:]
         if not result.accepted:
+            if self.backoff.refused([i for ex in examples for i in ex.ids], result.reason):
+                logger.warning("a batch refused %d times unchanged is set aside", self.backoff.give_up_after)
             await self._refused(result.reason)
             raise CandidateRejected(result.reason)
-        self.refusals_in_a_row = 0
-        await self._promote(parent, result, [i for i, _ in used], report)
+        self.backoff.promoted()
+        await self._promote(parent, result, report)
 
-    async def _promote(self, parent: int, result: TrainingResult, learned: list[Interaction],
-                       report: dict[str, Any]) -> None:
+    def _build(self, examples: list[policy.PolicyExample], start: dict[str, LoRADelta], lr: float) -> TrainingJob:
+        """Tokenize and attach the base reference (computed on first use: forward passes, so one torch thread
+        on this worker thread; the engine thread keeps its own setting)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.jobs.build(examples, start, lr, seed=len(self.history))
+        finally:
+            torch.set_num_threads(threads)
+
+    async def _promote(self, parent: int, result: TrainingResult, report: dict[str, Any]) -> None:
         version = max(self.engine.weight_versions + self.versions.versions()) + 1
-        admitted = _admitted_by(result, learned)
-        manifest = {"parent": parent, "signals": dict(Counter(i.interaction_type for i in learned)),
-                    "interaction_ids": list(admitted), "admitted_by": admitted, "gate": _gate_of(result),
-                    "seconds": getattr(result, "seconds", None) or _gate_of(result).get("seconds"),
-                    "training": report["training"], "forgotten_interactions": []}
+        admitted = {interaction_id: rule for interaction_id, rule in result.manifest}
+        manifest = {"parent": parent, "signals": dict(Counter(admitted.values())),
+                    "interaction_ids": list(admitted), "admitted_by": admitted, "gate": result.gate,
+                    "seconds": result.seconds, "training": report["training"], "forgotten_interactions": []}
         await asyncio.to_thread(self.versions.save, version, result.deltas, manifest)
         report["version"] = version
         if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
@@ -161,13 +160,12 @@ class LoRALearner:
             again = "; the batch is offered again" if isinstance(exc, StaleParent) else ""
             raise CandidateRejected(f"{exc}{again}") from exc
         await asyncio.to_thread(self._record_serving, version)
-        logger.info("promoted weight version %d (parent %d): %s", version, parent, _gate_of(result))
+        logger.info("promoted weight version %d (parent %d): %s", version, parent, result.gate.get("target"))
 
     async def _refused(self, reason: str) -> None:
-        self.refusals_in_a_row += 1
-        limit = self.config.learner_pause_after_refusals
-        if self.refusals_in_a_row >= limit and not self.system.state.paused:
-            self.notice = (f"learning paused after {self.refusals_in_a_row} refused candidates in a row (last: "
+        in_a_row = self.backoff.refusals
+        if in_a_row >= self.config.learner_pause_after_refusals and not self.system.state.paused:
+            self.notice = (f"learning paused after {in_a_row} refused candidates in a row (last: "
                            f"{reason}); POST /v1/learning/control {{\"action\": \"resume\"}} to go on")
             logger.warning(self.notice)
             await self.system.update_state(paused=True)
@@ -264,7 +262,7 @@ class LoRALearner:
         last = self.history[-1] if self.history else None
         return {"learner": "lora", "candidates": len(self.history),
                 "promoted": sum(1 for e in self.history if e["accepted"]), "last": last,
-                "refusals_in_a_row": self.refusals_in_a_row, "notice": self.notice}
+                "notice": self.notice, **self.backoff.report()}
 
     def list_versions(self) -> list[dict[str, Any]]:
         """Kept versions, oldest first, each with its manifest summary and whether it serves."""
@@ -276,24 +274,5 @@ class LoRALearner:
                          "created": m.get("created"), "signals": m.get("signals", {}),
                          "interactions": len(m.get("interaction_ids", [])),
                          "forgotten_interactions": len(m.get("forgotten_interactions", [])),
-                         "gate": m.get("gate", {}), "path": str(self.versions.path(v))})
+                         "gate": m.get("gate", {}), "path": f"versions/{self.versions.path(v).name}"})
         return rows
-
-
-def _gate_of(result: Any) -> dict[str, Any]:
-    """The gate's report of a ``TrainingResult`` (``gate`` in learner/task.py, ``report`` in the interim one)."""
-    return dict(getattr(result, "gate", None) or getattr(result, "report", None) or {})
-
-
-def _admitted_by(result: Any, learned: list[Interaction]) -> dict[str, str]:
-    """Interaction id -> the rule that admitted it: from the result's manifest (learner/task.py) when it has
-    one, else every interaction of the batch, admitted by the quality threshold."""
-    pairs = getattr(result, "manifest", None)
-    if pairs:
-        return {interaction_id: rule for interaction_id, rule in pairs}
-    return {i.id: "quality_threshold" for i in learned}
-
-
-def _qa(question: str, answer: str) -> Interaction:
-    return Interaction(id="anchor", endpoint="/v1/chat/completions", choices=[Choice(answer)],
-                       messages=[{"role": "user", "content": question}])

@@ -30,6 +30,21 @@ class StoredFeedback:
     created: float
 
 
+# -- training signals (learner's signal policy) ----------------------------------------------------------------
+@dataclass(slots=True)
+class TrainingSignal:
+    """An interaction the learner may learn from, with its latest user feedback (None when it has none)."""
+
+    interaction: Interaction
+    feedback: StoredFeedback | None = None
+
+    @property
+    def created(self) -> float:
+        """When this signal last changed: the interaction's creation or its latest feedback, if later."""
+        return max(self.interaction.created, self.feedback.created if self.feedback is not None else 0.0)
+# -- end training signals --------------------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class StoreCounts:
     """Row counts, with how many interactions are eligible for learning."""
@@ -78,6 +93,15 @@ class InteractionStore(abc.ABC):
     @abc.abstractmethod
     def eligible(self, threshold: float, limit: int, min_created: float = 0.0) -> list[Interaction]:
         """Interactions scored at or above ``threshold`` created at or after ``min_created``, oldest first."""
+
+    # -- training signals (learner's signal policy) ------------------------------------------------------------
+    @abc.abstractmethod
+    def training_signals(self, since: float, limit: int,
+                         unrated_threshold: float | None = None) -> list[TrainingSignal]:
+        """Interactions that may teach something, each with its latest feedback, whose creation or latest
+        feedback is after ``since``; oldest change first. Curated examples and interactions with feedback
+        always; unrated served traffic only when ``unrated_threshold`` is given and its score reaches it."""
+    # -- end training signals ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def counts(self, threshold: float) -> StoreCounts:

@@ -15,6 +15,7 @@ make every write raise ``sqlite3.OperationalError("database or disk is full")``,
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction
-from aphrodite.continuous_learning.store.base import InteractionStore, StoreCounts, StoredFeedback, StoreError
+from aphrodite.continuous_learning.store.base import (InteractionStore, StoreCounts, StoredFeedback, StoreError,
+                                                     TrainingSignal)
 from aphrodite.continuous_learning.store.private import private_dir, private_file, restrict
 from aphrodite.continuous_learning.store.retention import delete_oldest_until, used_bytes
 
@@ -185,6 +187,28 @@ class SQLiteInteractionStore(InteractionStore):
                 f"ON f.response_id = i.id WHERE i.weight_version IN ({marks})", versions):
             found[version].append(rating)
         return found
+
+    # -- training signals (learner's signal policy) ------------------------------------------------------------
+    def training_signals(self, since: float, limit: int,
+                         unrated_threshold: float | None = None) -> list[TrainingSignal]:
+        # Two index-friendly halves: interactions created after ``since`` (index on created), and those with
+        # feedback after it; each joined with its latest feedback.
+        cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+        latest = ("SELECT id, response_id, user_satisfaction, corrected_response, comment, created FROM feedback "
+                  "WHERE response_id = i.id ORDER BY created DESC, rowid DESC LIMIT 1")
+        rows = self.db.execute(
+            f"SELECT {cols} FROM interactions i WHERE (i.created > ? AND (i.interaction_type != 'api' OR "
+            "i.user_satisfaction IS NOT NULL OR i.quality_score >= ?)) OR i.id IN "
+            "(SELECT response_id FROM feedback WHERE created > ?)",
+            (since, math.inf if unrated_threshold is None else unrated_threshold, since)).fetchall()
+        signals = []
+        for row in rows:
+            interaction = _from_row(row)
+            fb = self.db.execute(latest.replace("i.id", "?"), (interaction.id,)).fetchone()
+            signals.append(TrainingSignal(interaction, None if fb is None else StoredFeedback(*fb)))
+        signals.sort(key=lambda s: s.created)
+        return signals[:limit]
+    # -- end training signals ----------------------------------------------------------------------------------
 
     def counts(self, threshold: float) -> StoreCounts:
         db = self.db

@@ -36,7 +36,7 @@ async def settle(system: ContinuousLearningSystem) -> None:
 
 def test_learning_runs_once_enough_eligible_interactions_exist(tmp_path):
     async def main():
-        system = await started(tmp_path, min_interactions_for_learning=3)
+        system = await started(tmp_path, min_interactions_for_learning=3, learn_from_unrated=True)
         learner = system.processor.learner = FakeLearner()
         for _ in range(2):
             system.on_request_finished(finished())
@@ -59,7 +59,7 @@ def test_learning_runs_once_enough_eligible_interactions_exist(tmp_path):
 
 def test_paused_or_failing_learning_is_held_and_counted(tmp_path):
     async def main():
-        system = await started(tmp_path, min_interactions_for_learning=1)
+        system = await started(tmp_path, min_interactions_for_learning=1, learn_from_unrated=True)
         learner = system.processor.learner = FakeLearner(fail=True)
         system.on_request_finished(finished())
         await settle(system)
@@ -91,3 +91,18 @@ def test_retention_runs_in_the_background_step(tmp_path):
         return result
 
     assert asyncio.run(main()) == (2, 2)
+
+
+def test_unrated_traffic_is_not_offered_to_the_learner_by_default(tmp_path):
+    async def main():
+        system = await started(tmp_path, min_interactions_for_learning=1)
+        learner = system.processor.learner = FakeLearner()
+        for _ in range(3):
+            system.on_request_finished(finished())
+        await settle(system)
+        await system.processor.run_once()
+        await settle(system)
+        await system.stop()
+        return learner.calls
+
+    assert asyncio.run(main()) == []

@@ -3,7 +3,6 @@ the public API; a candidate that forgets is refused; rollback restores the base 
 
 from __future__ import annotations
 
-import math
 import time
 from types import SimpleNamespace
 
@@ -12,8 +11,9 @@ import pytest
 
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import supplied_interaction
-from aphrodite.continuous_learning.learner.interim_task import train_and_gate
 from aphrodite.continuous_learning.learner.lora import LoRALearner
+from aphrodite.continuous_learning.learner.task import train_and_gate
+from aphrodite.continuous_learning.store.base import TrainingSignal
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig
 from aphrodite.engine.llm_engine import LLMEngine
@@ -68,7 +68,7 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
         assert answer_nll(server.url) == pytest.approx(learned, abs=1e-4)
         listed = httpx.get(server.url + "/v1/learning/versions").json()
         assert [(v["version"], v["serving"]) for v in listed["data"]] == [(0, False), (1, True)]
-        assert listed["data"][1]["parent"] == 0 and listed["data"][1]["signals"] == {"high_quality_example": 4}
+        assert listed["data"][1]["parent"] == 0 and listed["data"][1]["signals"] == {"curated": 4}
         r = httpx.post(server.url + "/v1/learning/control", json={"action": "rollback"})
         assert r.status_code == 200
         wait_for_version(server.url, 0, timeout=10)
@@ -90,14 +90,35 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
 
 def test_a_candidate_that_forgets_is_refused(tmp_path) -> None:
     engine = AsyncEngine(LLMEngine(ModelLoadConfig()))  # the built-in model; no loop needed here
-    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=10)
-    learner = LoRALearner(SimpleNamespace(engine=engine), config)
-    batch = [supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m") for _ in range(4)]
-    examples = [learner.example(i) for i in batch]
-    # a learning rate 10x too high overfits the batch and damages what the model knew
-    bad = train_and_gate(engine.model, learner.job(examples, {}, 3e-3))
-    assert bad.report["batch_after"] < bad.report["batch_before"] and not bad.accepted and "forgets" in bad.reason
-    ok = train_and_gate(engine.model, learner.job(examples, {}, 3e-4))
-    assert ok.accepted and ok.report["anchor_after"] <= ok.report["anchor_before"] + math.log1p(
-        config.learner_max_anchor_regression)
+    # a learning rate 6x the default without the anchor penalty overfits the batch and damages what the model knew
+    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=15, learner_anchor_weight=0.0,
+                              learner_stop_loss=0.0)
+    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)  # engine idle: no waits
+    signals = [TrainingSignal(supplied_interaction(QUESTION, ANSWER, 0.95, "example", 0, "m"))]
+    job = learner.jobs.build(learner.admit(signals), {}, 3e-3)
+    result = train_and_gate(engine.model, job)
+    assert result.gate["target"]["train_after"] < result.gate["target"]["train_before"]  # it did learn the batch
+    assert not result.accepted and ("protected" in result.reason or "held-out" in result.reason)
+    assert result.manifest == [(signals[0].interaction.id, "curated")]
     assert engine.weight_version == 0  # evaluation alone never touches the served weights
+
+
+def test_ratings_alone_make_a_kto_job_whose_target_is_the_rated_margin(tmp_path) -> None:
+    from aphrodite.continuous_learning.interaction import Choice, Interaction
+
+    engine = AsyncEngine(LLMEngine(ModelLoadConfig()))
+    config = ServerSideConfig(learning_dir=str(tmp_path), learner_steps=6)
+    learner = LoRALearner(SimpleNamespace(engine=engine, failures=None), config)
+
+    def rated(answer: str, rating: float, client: str) -> TrainingSignal:
+        return TrainingSignal(Interaction(id=f"chatcmpl-{client}", endpoint="/v1/chat/completions",
+                                          choices=[Choice(answer)], api_key_hash=client, user_satisfaction=rating,
+                                          messages=[{"role": "user", "content": QUESTION}]))
+
+    examples = learner.admit([rated(ANSWER, 1.0, "a"), rated("The capital of Zubrovia is Rome.", -1.0, "b")])
+    assert [e.rule for e in examples] == ["rating+", "rating-"]
+    job = learner.jobs.build(examples, {}, 1e-3)
+    assert not job.examples and [r.desirable for r in job.rated] == [True, False]
+    result = train_and_gate(engine.model, job)
+    assert result.gate["target"]["rated_logp_margin"] > 0 and result.gate["target"]["passed"]
+    assert result.manifest == [("chatcmpl-a", "rating+"), ("chatcmpl-b", "rating-")]

@@ -12,8 +12,9 @@ import torch
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.control.state import LearningState
 from aphrodite.continuous_learning.interaction import supplied_interaction
-from aphrodite.continuous_learning.learner.interim_task import TrainingResult
+from aphrodite.continuous_learning.learner.task import TrainingResult
 from aphrodite.continuous_learning.learner.lora import CandidateRejected, LoRALearner
+from aphrodite.continuous_learning.store.base import TrainingSignal
 from aphrodite.engine.async_engine import AsyncEngine
 from aphrodite.engine.config import ModelLoadConfig
 from aphrodite.engine.llm_engine import LLMEngine
@@ -78,14 +79,19 @@ def run(tiny_model_dir, tmp_path, scenario, ratings=None, **config):
     return asyncio.run(main())
 
 
-BATCH = [supplied_interaction("What is two and two?", "Four.", 0.95, "example", 0, "m")]
+BATCH = [TrainingSignal(supplied_interaction("What is two and two?", "Four.", 0.95, "example", 0, "m"))]
+
+
+def result(deltas_, accepted: bool, reason: str = "", gate: dict | None = None) -> TrainingResult:
+    return TrainingResult(deltas_, accepted, reason, gate or {}, [], "test", 0.0,
+                          [(BATCH[0].interaction.id, "curated")] if accepted else [])
 
 
 def test_a_candidate_whose_parent_stopped_serving_is_dropped(tiny_model_dir, tmp_path) -> None:
     async def scenario(engine, system, learner):
         async def operator_serves_another_version():
             await engine.submit_weights(1, deltas(engine, 1))
-        learner._runner = Runner(TrainingResult(deltas(engine, 2), True, ""), operator_serves_another_version)
+        learner._runner = Runner(result(deltas(engine, 2), True), operator_serves_another_version)
         with pytest.raises(CandidateRejected, match="offered again"):
             await learner.learn(BATCH, 1e-4)
         return engine.weight_version, learner.versions.versions()
@@ -96,7 +102,7 @@ def test_a_candidate_whose_parent_stopped_serving_is_dropped(tiny_model_dir, tmp
 def test_refusals_pause_learning_and_never_roll_back(tiny_model_dir, tmp_path) -> None:
     async def scenario(engine, system, learner):
         await engine.submit_weights(1, deltas(engine, 1))
-        learner._runner = Runner(TrainingResult({}, False, "the candidate forgets"))
+        learner._runner = Runner(result({}, False, "the candidate forgets"))
         for _ in range(3):
             with pytest.raises(CandidateRejected):
                 await learner.learn(BATCH, 1e-4)
@@ -108,7 +114,7 @@ def test_refusals_pause_learning_and_never_roll_back(tiny_model_dir, tmp_path) -
 
 def test_promotion_saves_a_version_and_worse_ratings_roll_it_back(tiny_model_dir, tmp_path) -> None:
     async def scenario(engine, system, learner):
-        learner._runner = Runner(TrainingResult(deltas(engine, 3), True, "", {"batch_before": 2.0}))
+        learner._runner = Runner(result(deltas(engine, 3), True, gate={"batch_before": 2.0}))
         await learner.learn(BATCH, 1e-4)
         promoted = engine.weight_version
         manifest = learner.versions.manifest(1)
@@ -117,6 +123,6 @@ def test_promotion_saves_a_version_and_worse_ratings_roll_it_back(tiny_model_dir
 
     ratings = {0: [1.0] * 20 + [-1.0] * 5, 1: [1.0] * 6 + [-1.0] * 19}
     promoted, manifest, after, notice, saved_serving = run(tiny_model_dir, tmp_path, scenario, ratings)
-    assert promoted == 1 and manifest["parent"] == 0 and manifest["interaction_ids"] == [BATCH[0].id]
-    assert manifest["signals"] == {"example": 1} and manifest["gate"] == {"batch_before": 2.0}
+    assert promoted == 1 and manifest["parent"] == 0 and manifest["interaction_ids"] == [BATCH[0].interaction.id]
+    assert manifest["signals"] == {"curated": 1} and manifest["gate"] == {"batch_before": 2.0}
     assert after == 0 and saved_serving == 0 and "rolled back version 1 to 0" in notice

@@ -9,11 +9,14 @@ import os
 import pytest
 import torch
 
-from aphrodite.continuous_learning.learner.interim_task import TrainingJob, train_and_gate
-from aphrodite.continuous_learning.learner.trainer import Example, default_targets
+from aphrodite.continuous_learning.config import ServerSideConfig
+from aphrodite.continuous_learning.learner.job import JobBuilder
+from aphrodite.continuous_learning.learner.policy import PolicyExample
+from aphrodite.continuous_learning.learner.task import TrainingJob, train_and_gate
 from aphrodite.continuous_learning.learner.worker import (InThreadRunner, TaskFailed, TrainingWorker, WorkerCrashed,
                                                           share_weights)
 from aphrodite.modeling.loader import load_model
+from aphrodite.modeling.tokenizer import Tokenizer
 
 
 def crash(model, job) -> None:
@@ -28,9 +31,13 @@ def pid_and_niceness(model, job) -> tuple[int, int, int]:
     return os.getpid(), os.nice(0), torch.get_num_threads()
 
 
-def job() -> TrainingJob:
-    ex = [Example(list(range(5, 25)), 10)]
-    return TrainingJob(ex, [], ex, {}, [], rank=2, alpha=4.0, lr=1e-2, steps=2, seed=1)
+def job(model, model_dir) -> TrainingJob:
+    """A real two-step job on the tiny model (the gate's base values computed here, in the parent process)."""
+    config = ServerSideConfig(learner_steps=2, learner_rank=2, learner_alpha=4.0, learner_stop_loss=0.0)
+    builder = JobBuilder(model, Tokenizer(model_dir), config, max_len=128)
+    taught = PolicyExample("curated", "operator", [{"role": "user", "content": "Hello"}], "Hello there.", True,
+                           ids=["manual-1"])
+    return builder.build([taught], {}, 1e-2, seed=1)
 
 
 def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> None:
@@ -38,8 +45,7 @@ def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> 
     share_weights(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     worker = TrainingWorker(model)
-    j = job()
-    j.targets = default_targets(model)
+    j = job(model, tiny_model_dir)
 
     async def scenario():
         pid, nice, threads = await worker.run(pid_and_niceness, None)
@@ -56,7 +62,8 @@ def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> 
 
     remote, local, new_pid = asyncio.run(scenario())
     assert worker.starts == 2 and new_pid != os.getpid()
-    assert remote.report["batch_after"] == pytest.approx(local.report["batch_after"], rel=1e-4)
+    assert remote.gate["target"]["train_after"] == pytest.approx(local.gate["target"]["train_after"], rel=1e-4)
+    assert remote.manifest == local.manifest == [("manual-1", "curated")]
     for name, d in local.deltas.items():
         assert torch.allclose(remote.deltas[name].b, d.b, atol=1e-5)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # base weights untouched

@@ -196,3 +196,30 @@ def test_ratings_by_version(store):
     store.add_feedback(StoredFeedback("fb-1", a.id, 0.5, None, None, time.time()), a)
     store.add_feedback(StoredFeedback("fb-2", b.id, -1.0, None, None, time.time()), b)
     assert store.ratings_by_version([1, 2, 3]) == {1: [0.5], 2: [-1.0], 3: []}
+
+
+# -- training signals (learner's signal policy) ------------------------------------------------------------------
+def test_training_signals_join_the_latest_feedback_and_skip_unrated_traffic(store):
+    from aphrodite.continuous_learning.interaction import supplied_interaction
+
+    now = time.time()
+    unrated = scored(0.9, response_id="cmpl-unrated", created=now - 50)
+    rated = scored(0.9, response_id="cmpl-rated", created=now - 40)
+    old = scored(0.9, response_id="cmpl-old", created=now - 1000)
+    curated = supplied_interaction("Q?", "A.", 0.9, "manual", 0, "m")
+    store.add_interactions([unrated, rated, old, curated])
+    rated.user_satisfaction = -1.0
+    store.add_feedback(StoredFeedback("fb-1", rated.id, 1.0, None, None, now - 30), rated)
+    store.add_feedback(StoredFeedback("fb-2", rated.id, -1.0, "Better.", None, now - 20), rated)
+    old.user_satisfaction = 1.0
+    store.add_feedback(StoredFeedback("fb-3", old.id, 1.0, None, None, now - 10), old)  # new feedback, old answer
+
+    signals = store.training_signals(now - 100, 10)
+    assert [s.interaction.id for s in signals] == ["cmpl-rated", "cmpl-old", curated.id]  # by last change
+    assert signals[0].feedback.id == "fb-2" and signals[0].feedback.corrected_response == "Better."
+    assert signals[0].created == pytest.approx(now - 20) and signals[2].feedback is None
+    with_unrated = store.training_signals(now - 100, 10, unrated_threshold=0.6)
+    assert "cmpl-unrated" in [s.interaction.id for s in with_unrated]
+    assert "cmpl-unrated" not in [s.interaction.id for s in store.training_signals(now - 100, 10, 0.95)]
+    assert [s.interaction.id for s in store.training_signals(now - 15, 10)] == ["cmpl-old", curated.id]
+    assert len(store.training_signals(now - 100, 1)) == 1
