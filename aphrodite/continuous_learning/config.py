@@ -169,6 +169,10 @@ class ServerSideConfig:
     """JSONL file of {"question": ..., "answer": ...} lines the gate protects beside the shipped facts: a
     candidate may not change their greedy answers nor lower their answers' log-probability by more than
     learner_protected_logprob_tolerance."""
+    learner_protect_shipped_facts: bool = True
+    """Protect the shipped general facts (half of the built-in model's, never trained on) beside the operator's
+    file. Turn it off only for a model that does not know them (a tiny test model answers them with noise that
+    any update changes), and give learner_protected_facts_file instead."""
     learner_protected_logprob_tolerance: float = 1.0
     """Largest fall (nats, summed over the answer) of a protected answer's log-probability below the base
     model's that the gate accepts."""

@@ -19,6 +19,7 @@ from typing import Callable, TypeVar
 import torch
 from prometheus_client import CollectorRegistry
 
+from aphrodite.common.faults import crash_point
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.config import CacheConfig, ModelLoadConfig
 from aphrodite.engine.metrics import EngineMetrics
@@ -159,6 +160,7 @@ class LLMEngine:
         return self.call_at_safe_point(lambda: self._swap(self.weights.rollback, to))
 
     def _swap(self, fn, *args) -> int:
+        crash_point("engine.swap")
         t0 = time.perf_counter()
         version = fn(*args)
         elapsed = time.perf_counter() - t0

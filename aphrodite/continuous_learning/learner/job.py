@@ -58,7 +58,7 @@ class JobBuilder:
         """The gate's base values (and the replay set), computed on first use with no deltas."""
         if self._reference is None:
             shipped = read_qa(BUILTIN_DATA / "general.jsonl")
-            protected = shipped[0::2]
+            protected = shipped[0::2] if self.config.learner_protect_shipped_facts else []
             if self.config.learner_protected_facts_file:
                 protected += read_qa(Path(os.path.expanduser(self.config.learner_protected_facts_file)))
             heldout_path = self.config.learner_heldout_file or str(BUILTIN_DATA / "heldout.jsonl")

@@ -25,6 +25,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from aphrodite.common.faults import crash_point
 from aphrodite.continuous_learning.learner.peft_format import from_peft, to_peft
 from aphrodite.engine.weights import LoRADelta
 
@@ -69,6 +70,8 @@ class VersionStore:
         """Create the directory (0700) and migrate files of the earlier layout."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        for partial in self.root.glob(".v*.tmp-*"):  # left by a crash before the rename: never loaded
+            shutil.rmtree(partial, ignore_errors=True)
         for old in sorted(self.root.glob("v*.safetensors")):
             if old.stem[1:].isdigit():
                 self._migrate(old)
@@ -99,8 +102,10 @@ class VersionStore:
         _write_json(tmp / CONFIG, config)
         _write_json(tmp / MANIFEST, {"version": version, "created": time.time(), **manifest})
         _fsync(tmp)
+        crash_point("version.written")
         os.rename(tmp, final)
         _fsync(self.root)
+        crash_point("version.renamed")
         return final
 
     def load(self, version: int) -> dict[str, LoRADelta]:

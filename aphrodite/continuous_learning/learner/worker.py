@@ -39,7 +39,24 @@ class TaskFailed(RuntimeError):
     """The task raised inside the worker; the message carries its traceback."""
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the server dies (a ``kill -9`` of the server must not leave an
+    orphan training on, holding the shared weights); elsewhere the worker ends at its next pipe read. Linux sends
+    it when the thread that started the worker ends: that is a thread of the event loop's default executor,
+    which lives as long as the server."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGKILL = 9
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _worker_main(conn: Any, config: Any, niceness: int) -> None:
+    _die_with_parent()
     os.nice(niceness)
     torch.set_num_threads(1)
     state = conn.recv()  # shared-memory tensors of the served model
