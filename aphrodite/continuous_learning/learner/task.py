@@ -13,6 +13,7 @@ check that the candidate generalises there, then go on with every example; final
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -114,9 +115,16 @@ def train_and_gate(model: LlamaForCausalLM, job: TrainingJob,
     report = {"target": _target(before, after, held_before, held_after, job, view, reference),
               **check(view, job.reference, job.limits)}
     accepted, reason = decide(report)
+    if not _finite(losses, deltas):  # diverged: never promoted, whatever the gate's comparisons said
+        accepted, reason = False, "training diverged: a non-finite loss or delta"
     report.update(accepted=accepted, reason=reason, stop_reason=stop, steps=len(losses),
                   examples=len(job.examples), rated=len(job.rated), replay=len(job.replay))
     return TrainingResult(deltas, accepted, reason, report, losses, stop, time.monotonic() - t0, list(job.manifest))
+
+
+def _finite(losses: list[float], deltas: dict[str, LoRADelta]) -> bool:
+    return all(math.isfinite(x) for x in losses) and all(
+        bool(torch.isfinite(d.a).all() and torch.isfinite(d.b).all()) for d in deltas.values())
 
 
 def _target(before: float, after: float, held_before: float | None, held_after: float | None, job: TrainingJob,

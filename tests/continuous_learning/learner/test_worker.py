@@ -67,3 +67,13 @@ def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> 
     for name, d in local.deltas.items():
         assert torch.allclose(remote.deltas[name].b, d.b, atol=1e-5)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # base weights untouched
+
+
+def test_a_diverging_task_is_refused_and_leaves_the_base_weights_alone(tiny_model_dir) -> None:
+    model = load_model(tiny_model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    j = job(model, tiny_model_dir)
+    j.objective.lr = 1e30  # Adam's first step moves every weight by about lr: the loss overflows
+    result = train_and_gate(model, j)
+    assert not result.accepted and result.reason == "training diverged: a non-finite loss or delta"
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
