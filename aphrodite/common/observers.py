@@ -40,7 +40,8 @@ class FinishedRequest:
     status_code: int = 200
     error: str | None = None
     api_key_hash: str | None = None
-    """sha256 hex of the bearer token, never the token itself."""
+    """The caller's keyed identity (HMAC-SHA256 of its key with the installation secret), never the key; None
+    when the server has no keys."""
     mean_logprobs: list[float | None] | None = None
     """Per choice, the mean log-probability of its sampled tokens (None for a choice with no tokens)."""
     hidden_states: list[Any] | None = None

@@ -59,7 +59,7 @@ class Interaction:
     """Every weight version that produced one of the response's tokens (more than one if it straddled a swap)."""
     sampling_params: dict[str, Any] = field(default_factory=dict)
     api_key_hash: str | None = None
-    """sha256 hex of the caller's API key; the key itself is never kept."""
+    """The caller's keyed identity (HMAC-SHA256 of its key with the installation secret); None without keys."""
     status_code: int | None = 200
     error: str | None = None
     interaction_type: str = "api"
