@@ -81,19 +81,21 @@ class Done:
     end: float
     ttft: float
     tokens: int
+    times: list[float]
+    """When each output token arrived."""
 
 
 async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> Done | None:
     body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0.8}
-    start, first, n = time.monotonic(), None, 0
+    start, first, times = time.monotonic(), None, []
     async with client.stream("POST", url + "/v1/completions", json=body) as r:
         if r.status_code != 200:
             return None
         async for line in r.aiter_lines():
             if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
-                first = first or time.monotonic()
-                n += 1
-    return Done(start, time.monotonic(), (first or start) - start, n)
+                times.append(time.monotonic())
+                first = first or times[-1]
+    return Done(start, time.monotonic(), (first or start) - start, len(times), times)
 
 
 async def load(url: str, clients: int, stop: asyncio.Event, done: list[Done], seed: int) -> None:
@@ -131,13 +133,19 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
     return triggered, float("nan"), before
 
 
-def window_stats(done: list[Done], t0: float, t1: float) -> tuple[float, float, int]:
-    """(output tokens/s, TPOT p99 ms, requests) of requests wholly inside [t0, t1]."""
+def window_stats(done: list[Done], t0: float, t1: float) -> tuple[float, float, int, float]:
+    """(output tokens/s, TPOT p99 ms, requests, tokens/s by arrival) in [t0, t1].
+
+    The first three count requests wholly inside the window; that misses the tokens of requests that straddle
+    its edges (about one request per client per edge), so it reads low, the more so the shorter the window.
+    Tokens/s by arrival counts every token that arrived inside the window, whichever request it belongs to.
+    """
     inside = [d for d in done if d.start >= t0 and d.end <= t1]
     tokens = sum(d.tokens for d in inside)
     tpot = [(d.end - d.start - d.ttft) / (d.tokens - 1) * 1000 for d in inside if d.tokens > 1]
     span = max((max(d.end for d in inside) - min(d.start for d in inside)) if inside else 0.0, 1e-9)
-    return tokens / span, pct(tpot, 99), len(inside)
+    arrived = sum(1 for d in done for t in d.times if t0 <= t < t1)
+    return tokens / span, pct(tpot, 99), len(inside), arrived / max(t1 - t0, 1e-9)
 
 
 async def serve_phase(url: str, args) -> dict:
@@ -154,7 +162,8 @@ async def serve_phase(url: str, args) -> dict:
         await loader
         idle = [window_stats(done, triggered - args.idle_window, triggered),
                 window_stats(done, promoted, promoted + args.idle_window)]
-        out["idle"] = (statistics.fmean(s[0] for s in idle), max(s[1] for s in idle), sum(s[2] for s in idle))
+        out["idle"] = (statistics.fmean(s[0] for s in idle), max(s[1] for s in idle), sum(s[2] for s in idle),
+                       statistics.fmean(s[3] for s in idle))
         out["learning"] = window_stats(done, triggered, promoted)
     return out
 
@@ -303,8 +312,10 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
     print(f"| learning task's own time, idle / under load | {seconds.get(res['v_idle'], float('nan')):.1f} / "
           f"{seconds.get(res['v_load'], float('nan')):.1f} s | |")
     idle, learning = res["idle"], res["learning"]
-    print(f"| output tokens/s idle / while learning | {idle[0]:.0f} / {learning[0]:.0f} "
+    print(f"| output tokens/s, requests wholly inside, idle / while learning | {idle[0]:.0f} / {learning[0]:.0f} "
           f"({learning[0] / idle[0]:.2f}x; {idle[2]} / {learning[2]} requests) | >= 0.85x |")
+    print(f"| output tokens/s by arrival, idle / while learning | {idle[3]:.0f} / {learning[3]:.0f} "
+          f"({learning[3] / idle[3]:.2f}x) | >= 0.85x |")
     print(f"| TPOT p99 idle / while learning | {idle[1]:.1f} / {learning[1]:.1f} ms "
           f"({learning[1] / idle[1]:.2f}x) | <= 1.3x |")
     if eff is not None:
