@@ -112,6 +112,7 @@ class LoRALearner:
         if not examples:
             logger.info("learning step: the signal policy admitted nothing from %d signals", len(batch))
             return
+        await self._record_admissions(examples)
         lr = self.config.learner_learning_rate * learning_rate / self.config.max_learning_rate_production
         parent = self.engine.weight_version
         start = self.engine.weight_deltas(parent)
@@ -130,6 +131,14 @@ class LoRALearner:
             raise CandidateRejected(result.reason)
         self.backoff.promoted()
         await self._promote(parent, result, report)
+
+    async def _record_admissions(self, examples: list[policy.PolicyExample]) -> None:
+        """Each admitted interaction records the rule that admitted it (the store's ``admissions``)."""
+        store, pairs = self.system.store, [(i, ex.rule) for ex in examples for i in ex.ids]
+        try:
+            await self.system.collector.writer.call(lambda: store.record_admissions(pairs, time.time()))
+        except Exception:  # bookkeeping: a store that cannot record it (a full disk) does not stop learning
+            logger.warning("could not record which rule admitted %d interactions", len(pairs), exc_info=True)
 
     def _build(self, examples: list[policy.PolicyExample], start: dict[str, LoRADelta], lr: float) -> TrainingJob:
         """Tokenize and attach the base reference (computed on first use: forward passes, so one torch thread

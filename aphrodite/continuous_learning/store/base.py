@@ -134,3 +134,11 @@ class InteractionStore(abc.ABC):
     @abc.abstractmethod
     def save_state(self, state: dict[str, Any]) -> None:
         """Durably replace the saved learning state."""
+
+    def record_admissions(self, admitted: Sequence[tuple[str, str]], now: float) -> None:
+        """Record which rule of the signal policy admitted each interaction (id, rule) into a learning task."""
+        raise NotImplementedError
+
+    def admitted_by(self, interaction_id: str) -> str | None:
+        """The rule that last admitted the interaction into a learning task, or None."""
+        raise NotImplementedError

@@ -75,6 +75,14 @@ _MIGRATIONS: list[str] = [
     """,
     # versions: every weight version that produced one of the response's tokens (JSON list of ints)
     "ALTER TABLE interactions ADD COLUMN weight_versions TEXT",
+    # signal policy: which rule admitted each interaction into a learning task (latest admission kept)
+    """
+    CREATE TABLE admissions (
+        interaction_id TEXT PRIMARY KEY REFERENCES interactions(id) ON DELETE CASCADE,
+        rule TEXT NOT NULL,
+        created REAL NOT NULL
+    )
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -242,6 +250,16 @@ class SQLiteInteractionStore(InteractionStore):
     def used_bytes(self) -> int:
         """Bytes of learning.db in use (see ``retention.used_bytes``)."""
         return used_bytes(self.db)
+
+    def record_admissions(self, admitted: Sequence[tuple[str, str]], now: float) -> None:
+        with self._write(durable=False):
+            self.db.executemany("INSERT OR REPLACE INTO admissions (interaction_id, rule, created) SELECT ?, ?, ? "
+                                "WHERE EXISTS (SELECT 1 FROM interactions WHERE id = ?)",
+                                [(i, rule, now, i) for i, rule in admitted])
+
+    def admitted_by(self, interaction_id: str) -> str | None:
+        row = self.db.execute("SELECT rule FROM admissions WHERE interaction_id = ?", (interaction_id,)).fetchone()
+        return None if row is None else row[0]
 
     def delete_interactions(self, ids: Sequence[str]) -> list[str]:
         with self._write(durable=True):

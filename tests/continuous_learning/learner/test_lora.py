@@ -3,6 +3,7 @@ the public API; a candidate that forgets is refused; rollback restores the base 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from types import SimpleNamespace
 
@@ -50,8 +51,11 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
         base = answer_nll(server.url)
         example = {"prompt": QUESTION, "response": ANSWER, "performance_feedback": 0.95,
                    "interaction_type": "high_quality_example"}
+        acked = []
         for _ in range(4):
-            assert httpx.post(server.url + "/v1/learning/manual", json=example).status_code == 200
+            r = httpx.post(server.url + "/v1/learning/manual", json=example)
+            assert r.status_code == 200
+            acked.append(r.json()["id"])
         r = httpx.post(server.url + "/v1/learning/control", json={"action": "trigger"})
         assert r.status_code == 200 and "started" in r.json()["message"]
         wait_for_version(server.url, 1, timeout=120)
@@ -60,6 +64,9 @@ def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) ->
         assert report["promoted"] == 1 and report["last"]["accepted"]
         assert learned < base - 1.0  # the next request is served by the new weights: the fact got likelier
         assert (tmp_path / "versions" / "v1" / "adapter_config.json").is_file()
+        db = sqlite3.connect(f"file:{tmp_path / 'learning.db'}?mode=ro", uri=True)
+        assert dict(db.execute("SELECT interaction_id, rule FROM admissions")) == {i: "curated" for i in acked}
+        db.close()
         r = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
         assert r.headers["x-aphrodite-weight-version"] == "1"
 

@@ -223,3 +223,14 @@ def test_training_signals_join_the_latest_feedback_and_skip_unrated_traffic(stor
     assert "cmpl-unrated" not in [s.interaction.id for s in store.training_signals(now - 100, 10, 0.95)]
     assert [s.interaction.id for s in store.training_signals(now - 15, 10)] == ["cmpl-old", curated.id]
     assert len(store.training_signals(now - 100, 1)) == 1
+
+
+def test_admissions_record_the_rule_and_go_with_their_interaction(store):
+    kept, gone = scored(), scored()
+    store.add_interactions([kept, gone])
+    store.record_admissions([(kept.id, "curated"), (gone.id, "rating+"), ("cmpl-unknown", "rating-")], time.time())
+    store.record_admissions([(kept.id, "correction")], time.time())  # the latest admission is kept
+    assert (store.admitted_by(kept.id), store.admitted_by(gone.id)) == ("correction", "rating+")
+    assert store.admitted_by("cmpl-unknown") is None  # nothing recorded for an interaction the store lacks
+    store.delete_interactions([gone.id])
+    assert store.admitted_by(gone.id) is None
