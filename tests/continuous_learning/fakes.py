@@ -76,3 +76,13 @@ def bare_app(cfg: ServerSideConfig | None, engine: FakeEngine | None = None) -> 
 
 def system_of(app: FastAPI) -> ContinuousLearningSystem:
     return app.state.continuous_learning
+
+
+class Recorder:
+    """A request observer that keeps what the serving layer tells it."""
+
+    def __init__(self) -> None:
+        self.seen: list[FinishedRequest] = []
+
+    def on_request_finished(self, req: FinishedRequest) -> None:
+        self.seen.append(req)

@@ -9,19 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aphrodite.endpoints.cli_args import parse_args
+from tests.continuous_learning.fakes import Recorder
 
 MAX_MODEL_LEN = 64
 LIMIT = 4096
-
-
-class Recorder:
-    """An observer that keeps what the serving layer tells it."""
-
-    def __init__(self) -> None:
-        self.seen = []
-
-    def on_request_finished(self, req) -> None:
-        self.seen.append(req)
 
 
 @pytest.fixture(scope="module")

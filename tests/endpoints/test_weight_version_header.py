@@ -10,16 +10,9 @@ from fastapi.testclient import TestClient
 from aphrodite.endpoints.cli_args import parse_args
 from aphrodite.endpoints.openai.api_server import build_app
 from aphrodite.engine.weights import LoRADelta
+from tests.continuous_learning.fakes import Recorder
 
 HEADER = "x-aphrodite-weight-version"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen = []
-
-    def on_request_finished(self, req) -> None:
-        self.seen.append(req)
 
 
 @pytest.fixture(scope="module")
