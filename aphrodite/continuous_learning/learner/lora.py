@@ -185,7 +185,8 @@ class LoRALearner:
             model = self.engine.model
             if self.config.learner_worker == "process" and next(model.parameters()).device.type == "cpu":
                 await self.engine.run_at_safe_point(lambda: share_weights(model))
-                self._runner = TrainingWorker(model)
+                self._runner = TrainingWorker(model, busy=lambda: self.engine.num_unfinished_requests > 0,
+                                              duty_cycle=self.config.learner_busy_duty_cycle)
             else:
                 self._runner = InThreadRunner(model)
         return self._runner
