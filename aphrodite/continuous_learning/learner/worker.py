@@ -77,9 +77,10 @@ def _worker_main(conn: Any, config: Any, niceness: int, busy: Any, duty_cycle: f
         if message is None:
             return
         fn, job = message
-        hook = {"before_step": DutyCycle(busy, duty_cycle)} if "before_step" in inspect.signature(fn).parameters else {}
+        duty = DutyCycle(busy, duty_cycle)
+        hook = {"before_step": duty} if "before_step" in inspect.signature(fn).parameters else {}
         try:
-            conn.send(("ok", fn(model, job, **hook)))
+            conn.send(("ok", (fn(model, job, **hook), duty.slept)))
         except Exception:  # reported to the parent as a failed task; the worker lives on
             conn.send(("error", traceback.format_exc(limit=8)))
 
@@ -97,6 +98,8 @@ class TrainingWorker:
         self.busy = busy
         self.duty_cycle = duty_cycle
         self._busy: Any = None  # the flag shared with the current worker process
+        self.paused = 0.0
+        """Seconds the last task paused for serving (its duty cycle)."""
         self._proc: Any = None
         self._conn: Any = None
         self._lock = asyncio.Lock()
@@ -129,7 +132,8 @@ class TrainingWorker:
             self._start()
         try:
             self._conn.send((fn, job))
-            return self._receive("ok")
+            result, self.paused = self._receive("ok")
+            return result
         except (EOFError, OSError, BrokenPipeError) as exc:
             self._stop()
             raise WorkerCrashed(f"the learning worker died ({exc})") from exc
