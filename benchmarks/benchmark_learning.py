@@ -295,8 +295,10 @@ def main() -> None:
     with RemoteServer(server_args, timeout=300) as server:
         res = asyncio.run(serve_phase(server.url, args))
     versions = learning_dir / "versions"
-    seconds = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text()).get("seconds")
-               for v in (res["v_idle"], res["v_load"]) if (versions / f"v{v}").is_dir()}
+    manifests = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text())
+                 for v in (res["v_idle"], res["v_load"]) if (versions / f"v{v}").is_dir()}
+    seconds = {v: m.get("seconds") for v, m in manifests.items()}
+    res["paused"] = {v: m["training"].get("paused_s", 0.0) for v, m in manifests.items()}
     eff = effectiveness(versions, res["v_idle"]) if res["v_idle"] in seconds else None
     report(args, stalls, res, seconds, eff)
 
@@ -309,8 +311,10 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
           f"{pct(stalls, 99):.3f} ms | p99 <= 0.3 ms |")
     print(f"| time to learn, idle (ack -> first response of the new version) | {res['ttl_idle']:.1f} s | |")
     print(f"| time to learn, under load ({args.clients} streaming clients) | {res['ttl_load']:.1f} s | |")
+    paused = res["paused"]
     print(f"| learning task's own time, idle / under load | {seconds.get(res['v_idle'], float('nan')):.1f} / "
-          f"{seconds.get(res['v_load'], float('nan')):.1f} s | |")
+          f"{seconds.get(res['v_load'], float('nan')):.1f} s (of which paused for serving: "
+          f"{paused.get(res['v_idle'], float('nan')):.1f} / {paused.get(res['v_load'], float('nan')):.1f} s) | |")
     idle, learning = res["idle"], res["learning"]
     print(f"| output tokens/s, requests wholly inside, idle / while learning | {idle[0]:.0f} / {learning[0]:.0f} "
           f"({learning[0] / idle[0]:.2f}x; {idle[2]} / {learning[2]} requests) | >= 0.85x |")

@@ -129,6 +129,10 @@ class ServerSideConfig:
     """Where training runs: ``process`` is a nice-19, one-thread worker process that maps the served base
     weights from shared memory (serving keeps its pace); ``thread`` trains on a thread of the server (used
     automatically when the model is on a GPU)."""
+    learner_busy_duty_cycle: float = 0.5
+    """Share of the time the ``process`` worker trains while the server has requests in flight: after an
+    optimizer step of t seconds it pauses t * (1 - d) / d (1.0: no pause). Serving keeps more of its pace and
+    a task takes longer under load; with no request in flight the worker trains flat out."""
     learner_pause_after_refusals: int = 5
     """Pause background learning (with the reason in status) after this many refused candidates in a row."""
     learner_rollback_min_ratings: int = 20
@@ -204,6 +208,8 @@ class ServerSideConfig:
         for name in ("store_max_bytes", "max_interaction_buffer_bytes", "write_queue_max_bytes"):  # issue 8
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")
+        _check(0.0 < self.learner_busy_duty_cycle <= 1.0, "learner_busy_duty_cycle", self.learner_busy_duty_cycle,
+               "must be in (0, 1]")
         _check(0.0 < self.learner_rollback_alpha < 1.0, "learner_rollback_alpha", self.learner_rollback_alpha,
                "must be in (0, 1)")
         for name in ("learner_learning_rate", "learner_kto_beta"):

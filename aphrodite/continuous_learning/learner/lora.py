@@ -122,7 +122,8 @@ class LoRALearner:
         report = {**result.gate, "accepted": result.accepted, "reason": result.reason, "parent": parent,
                   "created": time.time(), "seconds": result.seconds, "examples": len(examples),
                   "training": {"lr": lr, "steps": job.objective.steps, "rank": job.rank, "alpha": job.alpha,
-                               "replay": len(job.replay), "stop_reason": result.stop_reason}}
+                               "replay": len(job.replay), "stop_reason": result.stop_reason,
+                               "paused_s": getattr(runner, "paused", 0.0)}}
         self.history = (self.history + [report])[-50:]
         if not result.accepted:
             if self.backoff.refused([i for ex in examples for i in ex.ids], result.reason):
@@ -185,7 +186,8 @@ class LoRALearner:
             model = self.engine.model
             if self.config.learner_worker == "process" and next(model.parameters()).device.type == "cpu":
                 await self.engine.run_at_safe_point(lambda: share_weights(model))
-                self._runner = TrainingWorker(model)
+                self._runner = TrainingWorker(model, busy=lambda: self.engine.num_unfinished_requests > 0,
+                                              duty_cycle=self.config.learner_busy_duty_cycle)
             else:
                 self._runner = InThreadRunner(model)
         return self._runner

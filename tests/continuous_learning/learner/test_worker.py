@@ -31,6 +31,10 @@ def pid_and_niceness(model, job) -> tuple[int, int, int]:
     return os.getpid(), os.nice(0), torch.get_num_threads()
 
 
+def duty_hook(model, job, before_step=None) -> tuple[str, float]:
+    return type(before_step).__name__, before_step.duty
+
+
 def job(model, model_dir) -> TrainingJob:
     """A real two-step job on the tiny model (the gate's base values computed here, in the parent process)."""
     config = ServerSideConfig(learner_steps=2, learner_rank=2, learner_alpha=4.0, learner_stop_loss=0.0)
@@ -44,12 +48,13 @@ def test_worker_trains_like_in_process_and_survives_failures(tiny_model_dir) -> 
     model = load_model(tiny_model_dir)
     share_weights(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    worker = TrainingWorker(model)
+    worker = TrainingWorker(model, busy=lambda: True, duty_cycle=0.5)
     j = job(model, tiny_model_dir)
 
     async def scenario():
         pid, nice, threads = await worker.run(pid_and_niceness, None)
         assert pid != os.getpid() and nice >= 19 and threads == 1
+        assert await worker.run(duty_hook, None) == ("DutyCycle", 0.5)  # a task with before_step gets the duty cycle
         remote = await worker.run(train_and_gate, j)
         local = await InThreadRunner(model).run(train_and_gate, j)
         with pytest.raises(TaskFailed, match="bad job"):
