@@ -71,7 +71,7 @@ def swap_stall(n_seqs: int, swaps: int) -> list[float]:
         engine.submit_weights(v, versions[v % 2])  # checked and padded here, outside the stall
         engine.step()
     assert len(engine.scheduler.running) == n_seqs, "the swaps must happen with every sequence running"
-    return engine.swap_seconds[-swaps:]
+    return list(engine.swap_seconds)[-swaps:]
 
 
 # -- (b, d) the server ------------------------------------------------------------------------------------------

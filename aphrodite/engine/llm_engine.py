@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -77,7 +78,7 @@ class LLMEngine:
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.metrics = EngineMetrics(registry, self.model_name) if registry is not None else None
         self.weights = WeightVersions(self.model, max_rank=load.max_lora_rank)
-        self.swap_seconds: list[float] = []
+        self.swap_seconds: deque[float] = deque(maxlen=1_000)
         """Stall of each weight swap at the safe point (the last 1,000), for benchmarks."""
         self._seqs: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()
@@ -164,7 +165,7 @@ class LLMEngine:
         t0 = time.perf_counter()
         version = fn(*args)
         elapsed = time.perf_counter() - t0
-        self.swap_seconds = (self.swap_seconds + [elapsed])[-1_000:]
+        self.swap_seconds.append(elapsed)
         if self.metrics is not None:
             self.metrics.set_weight_version(version, elapsed)
         return version
