@@ -21,10 +21,30 @@ def _problem(R: int, B: int, T: int, N: int, w_dtype: torch.dtype, seed: int = 0
     return [t.to(DEVICE) for t in (drive, w, lr, x0)]
 
 
+def _float64_scan(drive, w, lr, x0, lengths) -> torch.Tensor:
+    """An independent reference: the recurrence written out step by step in float64 with numpy, one sequence
+    at a time (it shares no code with the module's torch loop). Slots past a sequence's length stay NaN."""
+    import numpy as np
+
+    d, wm = drive.double().cpu().numpy(), w.double().cpu().numpy()
+    leak, x_init = lr.double().cpu().numpy(), x0.double().cpu().numpy()
+    R, B, T, N = d.shape
+    out = np.full((R, B, T + 1, N), np.nan)
+    for r in range(R):
+        for b in range(B):
+            x = x_init[r, b]
+            out[r, b, 0] = x
+            for t in range(int(lengths[b])):
+                x = (1.0 - leak[r]) * x + leak[r] * np.tanh(wm[r] @ x + d[r, b, t])
+                out[r, b, t + 1] = x
+    return torch.from_numpy(out)
+
+
 def _assert_valid_slots_close(out: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, atol: float) -> None:
     # slots 0..lengths[b] are specified; later ones are not part of the contract
     for b, n in enumerate(lengths.tolist()):
-        torch.testing.assert_close(out[:, b, : n + 1], ref[:, b, : n + 1], atol=atol, rtol=0)
+        torch.testing.assert_close(out[:, b, : n + 1].cpu().double(), ref[:, b, : n + 1].cpu().double(),
+                                   atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("w_dtype", [torch.float32, torch.bfloat16])
@@ -36,6 +56,34 @@ def test_resident_path_matches_reference_on_a_ragged_tree_level(w_dtype: torch.d
     ref = rs.reservoir_scan_reference(drive, w, lr, x0, lengths)
     assert out.dtype == torch.float32 and out.shape == (3, 4, 11, N)
     _assert_valid_slots_close(out, ref, lengths, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["resident", "tiled"])
+def test_both_paths_match_an_independent_float64_scan(path: str) -> None:
+    drive, w, lr, x0 = _problem(R=2, B=5, T=7, N=20, w_dtype=torch.float32, seed=4)
+    lengths = torch.tensor([7, 0, 2, 5, 6])
+    kw = {"resident": True} if path == "resident" else {"resident": False, "block_b": 4, "block_n": 8, "block_k": 8}
+    out = rs.reservoir_scan_triton(drive, w, lr, x0, lengths.to(DEVICE), **kw)
+    _assert_valid_slots_close(out, _float64_scan(drive, w, lr, x0, lengths), lengths, atol=1e-5)
+
+
+def test_resident_path_near_its_largest_size() -> None:
+    # N = 120 of RESIDENT_MAX_UNITS = 128: the largest register tile (BLOCK_N 128, 8 warps), tail masked
+    N = rs.RESIDENT_MAX_UNITS - 8
+    drive, w, lr, x0 = _problem(R=1, B=2, T=4, N=N, w_dtype=torch.float32, seed=5)
+    lengths = torch.tensor([4, 3])
+    out = rs.reservoir_scan_triton(drive, w, lr, x0, lengths.to(DEVICE))  # resident=None: picks the resident path
+    _assert_valid_slots_close(out, _float64_scan(drive, w, lr, x0, lengths), lengths, atol=2e-5)
+
+
+def test_tiled_path_with_the_shipped_default_tile_sizes() -> None:
+    # the wrapper's defaults (block_b 16, block_n 64, block_k 64) on N = 136 > RESIDENT_MAX_UNITS: 3 tiles
+    # each way (the last partial) and B = 17 over two 16-sequence blocks
+    N = rs.RESIDENT_MAX_UNITS + 8
+    drive, w, lr, x0 = _problem(R=1, B=17, T=3, N=N, w_dtype=torch.float32, seed=6)
+    lengths = torch.randint(0, 4, (17,), generator=torch.Generator().manual_seed(7))
+    out = rs.reservoir_scan_triton(drive, w, lr, x0, lengths.to(DEVICE))  # resident=None: tiled here
+    _assert_valid_slots_close(out, _float64_scan(drive, w, lr, x0, lengths), lengths, atol=2e-5)
 
 
 @pytest.mark.parametrize("w_dtype", [torch.float32, torch.bfloat16])
@@ -56,11 +104,13 @@ def test_bfloat16_weights_are_upcast_not_the_state() -> None:
     torch.testing.assert_close(out_bf16, out_fp32, atol=1e-6, rtol=0)
 
 
-def test_auto_dispatch_and_forced_backends_agree() -> None:
+def test_auto_dispatch_and_forced_backends_agree_with_an_independent_float64_scan() -> None:
     drive, w, lr, x0 = _problem(R=1, B=3, T=5, N=8, w_dtype=torch.float32)
-    auto = rs.reservoir_scan(drive, w, lr, x0)  # CPU: torch reference; CUDA: kernel
-    forced = rs.reservoir_scan(drive, w, lr, x0, backend="triton")
-    torch.testing.assert_close(auto, forced, atol=1e-5, rtol=0)
+    full = torch.full((3,), 5)
+    ref = _float64_scan(drive, w, lr, x0, full)
+    for backend in ("auto", "triton", "torch"):  # auto: the torch loop on CPU, the kernel on CUDA
+        out = rs.reservoir_scan(drive, w, lr, x0, backend=backend)
+        torch.testing.assert_close(out.cpu().double(), ref, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="backend"):
         rs.reservoir_scan(drive, w, lr, x0, backend="cudnn")
 
