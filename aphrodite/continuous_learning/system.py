@@ -53,7 +53,8 @@ class ContinuousLearningSystem:
         self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
         self.store = store or SQLiteInteractionStore(config.store_path, max_bytes=config.store_max_bytes)
         self.scorer = scorer or QualityScorer()
-        self.quality_predictor = LearnedQualityPredictor(config) if config.quality_predictor == "reservoir" else None
+        self.quality_predictor = (LearnedQualityPredictor(config, device=str(getattr(engine, "device", "cpu")))
+                                  if config.quality_predictor == "reservoir" else None)
         if self.quality_predictor is not None:
             self.scorer.set_predictor(self.quality_predictor)
         self.collector = ServerSideDataCollector(config, self.store, self.scorer, self.metrics, self.feedback,

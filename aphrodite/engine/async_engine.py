@@ -53,6 +53,10 @@ class AsyncEngine:
         return self.engine.max_model_len
 
     @property
+    def device(self) -> str:
+        return self.engine.device
+
+    @property
     def weight_version(self) -> int:
         return self.engine.weight_version
 

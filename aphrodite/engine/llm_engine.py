@@ -138,6 +138,11 @@ class LLMEngine:
     def has_pending_work(self) -> bool:
         return self.scheduler.has_unfinished() or not self._inbox.empty()
 
+    @property
+    def device(self) -> str:
+        """Where the model runs (``cpu``, ``cuda:0``): other per-token work (the quality predictor) runs there too."""
+        return str(self.runner.device)
+
     # ---- weights: the narrow interface learning uses --------------------------------------------------
     @property
     def weight_version(self) -> int:

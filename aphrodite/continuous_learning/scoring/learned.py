@@ -51,8 +51,10 @@ class LearnedQualityPredictor:
 
     kind = "reservoir"
 
-    def __init__(self, config: ServerSideConfig) -> None:
+    def __init__(self, config: ServerSideConfig, device: str = "cpu") -> None:
         self.config = config
+        self.device = device
+        """Where the reservoir and readout run: the engine's device (on CUDA, the fused Triton scan)."""
         self.path = os.path.join(os.path.expanduser(config.learning_dir), FILE_NAME)
         self.model: ReservoirQualityPredictor | None = None
         """Built from the first hidden states seen (their size is the engine's ``--hidden-state-dim``)."""
@@ -94,7 +96,7 @@ class LearnedQualityPredictor:
             feats = model.features([hs for _, hs in taken])  # (n, 2F) float64
             pred = model.predict_features(feats)
             preds = pred.tolist() if pred is not None else [None] * len(taken)
-        for (rid, _), feat, pred in zip(taken, feats.float(), preds):
+        for (rid, _), feat, pred in zip(taken, feats.float().cpu(), preds):  # held in host memory
             self._held[rid] = (feat.clone(), pred)  # a row of its own: a view would pin the whole batch
             self._held.move_to_end(rid)
         while len(self._held) > self.config.quality_predictor_max_held:
@@ -115,7 +117,7 @@ class LearnedQualityPredictor:
             return False
         model = self.model
         with one_torch_thread():  # scores the prediction made before the label, then learns it
-            model.partial_fit_features(held[0].double()[None], [label])
+            model.partial_fit_features(held[0].double()[None].to(model.cfg.device), [label])
         self._refresh()
         self._labels_since_save += 1
         if self._labels_since_save >= self.config.quality_predictor_save_every:
@@ -143,7 +145,7 @@ class LearnedQualityPredictor:
         if not os.path.exists(self.path):
             return False
         try:
-            model = ReservoirQualityPredictor.load(self.path)
+            model = ReservoirQualityPredictor.load(self.path, device=self.device)
         except Exception:  # a damaged file must not keep the server from starting
             logger.exception("could not restore the quality predictor from %s; starting a fresh one", self.path)
             return False
@@ -193,7 +195,7 @@ class LearnedQualityPredictor:
         if self.model is None:
             self.model = ReservoirQualityPredictor(QualityPredictorConfig(
                 input_dim=input_dim, units=self.config.quality_predictor_units,
-                depth=self.config.quality_predictor_depth))
+                depth=self.config.quality_predictor_depth, device=self.device))
             self._refresh()
         return self.model
 

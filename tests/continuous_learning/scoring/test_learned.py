@@ -249,3 +249,20 @@ def test_a_deleted_response_leaves_no_held_feature(tmp_path):
         return held_before, deleted, r.response_id in system.quality_predictor._held
 
     assert run(main()) == (True, True, False)
+
+
+def test_the_predictor_is_built_on_the_engines_device(tmp_path):
+    engine = FakeEngine()
+    engine.device = "cuda:0"  # wiring only: nothing runs until hidden states arrive
+    system = ContinuousLearningSystem(config(tmp_path, **SMALL), engine=engine)
+    assert system.quality_predictor.device == "cuda:0"
+    assert ContinuousLearningSystem(config(tmp_path / "b", **SMALL), engine=FakeEngine()).quality_predictor.device \
+        == "cpu"  # an engine that names no device: the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the reservoir runs where the model runs")
+def test_on_cuda_the_reservoir_and_readout_run_on_the_gpu(tmp_path):
+    q = LearnedQualityPredictor(config(tmp_path, **SMALL), device="cuda")
+    train(q, 16, torch.Generator().manual_seed(0))
+    assert q.model.features([torch.randn(5, D)]).is_cuda and q.model.readout.W.is_cuda
+    assert q.labels_seen == 16
