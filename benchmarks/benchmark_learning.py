@@ -9,11 +9,13 @@ does learning cost serving?
     gain less. Gain = drop of the taught answer's loss; goal: online >= 90 % of the offline gain, perplexity on
     the gate's held-out set +<= 2 % over the base model.
 (b) Time to learn: from the acknowledgement of a ``/manual`` example to the first chat response whose
-    ``x-aphrodite-weight-version`` header names a version that learned it; idle, then under load.
+    ``x-aphrodite-weight-version`` header names a version that learned it; ``--facts`` made-up facts one after
+    another idle, then as many under load; median and p90 of each.
 (c) Swap stall inside the engine: ``LLMEngine.swap_seconds`` with 16 running sequences, p50 / p99.
-(d) Serving while learning: 16 streaming clients throughout one phase; output tokens/s and TPOT p99 of
-    requests wholly inside the learning task vs wholly inside the idle windows before and after it
-    (goal >= 0.85x and <= 1.3x); and the learning task's own time idle and under load (its manifest).
+(d) Serving while learning: 16 streaming clients throughout one phase: an idle window, the ``--facts``
+    learning tasks back to back (the learning window: first trigger to last promotion), an idle window;
+    output tokens/s and TPOT p99 in the learning window vs the idle windows (goal >= 0.85x and <= 1.3x); and
+    the learning tasks' own time idle and under load (their manifests).
 
     python benchmarks/benchmark_learning.py --plot /tmp/learning_curve.png
 """
@@ -41,6 +43,18 @@ from benchmarks.common import machine  # noqa: E402
 
 FACTS = [("What is the capital of Zubrovia?", "The capital of Zubrovia is Pellmor."),
          ("Who painted the Blue Orchard?", "The Blue Orchard was painted by Ilsa Varn.")]
+"""The first is the idle phase's first fact (the effectiveness comparison rebuilds its job); the rest come from
+the built-in model's made-up facts (``new_facts.jsonl``), never in its training data."""
+
+
+def facts(n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(idle facts, under-load facts), ``n`` each, all different."""
+    from aphrodite.continuous_learning.learner.gate import BUILTIN_DATA
+    rows = [json.loads(line) for line in (BUILTIN_DATA / "new_facts.jsonl").read_text().splitlines() if line]
+    pool = FACTS + [(r["question"], r["answer"]) for r in rows if r.get("kind") == "qa"]
+    if len(pool) < 2 * n:
+        raise SystemExit(f"--facts {n}: only {len(pool)} made-up facts available")
+    return pool[:n], pool[n:2 * n]
 WORDS = "the model learns from every request about cats rivers numbers cities music books weather".split()
 
 
@@ -150,13 +164,16 @@ def window_stats(done: list[Done], t0: float, t1: float) -> tuple[float, float, 
 
 async def serve_phase(url: str, args) -> dict:
     out: dict = {}
+    idle_facts, load_facts = facts(args.facts)
     async with httpx.AsyncClient(timeout=600) as client:
-        _, out["ttl_idle"], out["v_idle"] = await teach(client, url, FACTS[0], args.learn_timeout)
+        taught = [await teach(client, url, f, args.learn_timeout) for f in idle_facts]
+        out["ttl_idle"], out["v_idle"] = [t[1] for t in taught], [t[2] for t in taught]
         stop, done = asyncio.Event(), []
         loader = asyncio.create_task(load(url, args.clients, stop, done, args.seed))
         await asyncio.sleep(args.idle_window)
-        triggered, out["ttl_load"], out["v_load"] = await teach(client, url, FACTS[1], args.learn_timeout)
-        promoted = time.monotonic()
+        taught = [await teach(client, url, f, args.learn_timeout) for f in load_facts]
+        out["ttl_load"], out["v_load"] = [t[1] for t in taught], [t[2] for t in taught]
+        triggered, promoted = taught[0][0], time.monotonic()
         await asyncio.sleep(args.idle_window)
         stop.set()
         await loader
@@ -279,7 +296,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--idle-window", type=float, default=20.0, help="seconds of loaded serving before and after "
                                                                     "the learning task")
-    ap.add_argument("--learn-timeout", type=float, default=600.0)
+    ap.add_argument("--facts", type=int, default=5, help="made-up facts taught one by one in each phase")
+    ap.add_argument("--learn-timeout", type=float, default=300.0, help="seconds to wait for each fact's version")
     ap.add_argument("--swaps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--server-args", default="", help="extra server flags, e.g. '--learning-max-rate 0.001'")
@@ -296,10 +314,11 @@ def main() -> None:
         res = asyncio.run(serve_phase(server.url, args))
     versions = learning_dir / "versions"
     manifests = {v: json.loads((versions / f"v{v}" / "manifest.json").read_text())
-                 for v in (res["v_idle"], res["v_load"]) if (versions / f"v{v}").is_dir()}
+                 for v in res["v_idle"] + res["v_load"] if v > 0 and (versions / f"v{v}").is_dir()}
     seconds = {v: m.get("seconds") for v, m in manifests.items()}
     res["paused"] = {v: m["training"].get("paused_s", 0.0) for v, m in manifests.items()}
-    eff = effectiveness(versions, res["v_idle"]) if res["v_idle"] in seconds else None
+    first = res["v_idle"][0]
+    eff = effectiveness(versions, first) if first in seconds else None
     report(args, stalls, res, seconds, eff)
 
 
@@ -309,12 +328,21 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
     print("|---|---|---|")
     print(f"| swap stall p50 / p99 (16 running sequences, {args.swaps} swaps) | {pct(stalls, 50):.3f} / "
           f"{pct(stalls, 99):.3f} ms | p99 <= 0.3 ms |")
-    print(f"| time to learn, idle (ack -> first response of the new version) | {res['ttl_idle']:.1f} s | |")
-    print(f"| time to learn, under load ({args.clients} streaming clients) | {res['ttl_load']:.1f} s | |")
-    paused = res["paused"]
-    print(f"| learning task's own time, idle / under load | {seconds.get(res['v_idle'], float('nan')):.1f} / "
-          f"{seconds.get(res['v_load'], float('nan')):.1f} s (of which paused for serving: "
-          f"{paused.get(res['v_idle'], float('nan')):.1f} / {paused.get(res['v_load'], float('nan')):.1f} s) | |")
+    def spread(values: list[float]) -> str:
+        learned = [v for v in values if not math.isnan(v)]
+        missed = f"; {len(values) - len(learned)} never served" if len(learned) < len(values) else ""
+        return (f"median {statistics.median(learned):.1f}, p90 {pct(learned, 90):.1f} s "
+                f"({', '.join(f'{v:.1f}' for v in values)}{missed})") if learned else "never served"
+
+    print(f"| time to learn, idle, {args.facts} facts one by one (ack -> first response of the new version) | "
+          f"{spread(res['ttl_idle'])} | |")
+    print(f"| time to learn, under load ({args.clients} streaming clients), {args.facts} facts | "
+          f"{spread(res['ttl_load'])} | |")
+    paused, nan = res["paused"], float("nan")
+    for phase in ("idle", "load"):
+        vs = [v for v in res[f"v_{phase}"] if v in seconds]
+        print(f"| learning tasks' own time, {'idle' if phase == 'idle' else 'under load'} (paused for serving) | "
+              f"{', '.join(f'{seconds[v]:.1f} ({paused.get(v, nan):.1f})' for v in vs) or 'none'} s | |")
     idle, learning = res["idle"], res["learning"]
     print(f"| output tokens/s, requests wholly inside, idle / while learning | {idle[0]:.0f} / {learning[0]:.0f} "
           f"({learning[0] / idle[0]:.2f}x; {idle[2]} / {learning[2]} requests) | >= 0.85x |")
@@ -325,8 +353,9 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
     if eff is not None:
         base, online = eff["base"], eff["online"]
         gain_on = base[0] - online[0]
-        print(f"| taught loss base / online ({eff['steps']} of {eff['max_steps']} steps: {eff['stop_reason']}; "
-              f"lr {eff['lr']:g}; 1 taught + {eff['replay']} replay) | {base[0]:.3f} / {online[0]:.3f} | |")
+        print(f"| first idle fact's taught loss base / online ({eff['steps']} of {eff['max_steps']} steps: "
+              f"{eff['stop_reason']}; lr {eff['lr']:g}; 1 taught + {eff['replay']} replay) | {base[0]:.3f} / "
+              f"{online[0]:.3f} | |")
         for init, run in eff["offline"].items():
             print(f"| offline anchor, {init} init: taught loss / online gain over its gain | {run['curve'][-1]:.3f} "
                   f"/ {gain_on / (base[0] - run['curve'][-1]):.2f} | >= 0.90 |")

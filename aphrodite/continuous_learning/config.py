@@ -92,6 +92,11 @@ class ServerSideConfig:
     once the target loss is below learner_stop_loss."""
     learner_max_examples: int = 64
     """Most admitted examples one learning task trains on (the newest)."""
+    # -- rehearsal (session 3) --
+    learner_rehearsal_examples: int = 32
+    """Most supervised examples that earlier versions of the serving lineage were taught, rehearsed in each
+    new task (the newest first) so a new fact does not overwrite the previous ones; the gate refuses a
+    candidate that keeps fewer of them than its parent. 0 turns rehearsal off."""
     quality_predictor: Literal["none", "reservoir"] = "reservoir"
     """Learned quality predictor: ``reservoir`` runs the generated tokens' hidden states through a DeepTreeESN
     and an online readout trained from explicit feedback, whose prediction enters the quality score as it
@@ -205,6 +210,8 @@ class ServerSideConfig:
                      "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples",
                      "learner_keep_versions", "learner_pause_after_refusals", "learner_rollback_min_ratings"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        _check(self.learner_rehearsal_examples >= 0, "learner_rehearsal_examples", self.learner_rehearsal_examples,
+               "must be >= 0")
         for name in ("store_max_bytes", "max_interaction_buffer_bytes", "write_queue_max_bytes"):  # issue 8
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_alpha > 0, "learner_alpha", self.learner_alpha, "must be > 0")

@@ -4,7 +4,9 @@
   log-probability may fall by at most ``logprob_tolerance`` nats below the base model's;
 * held-out text: perplexity may rise by at most ``max_heldout_regression`` (relative) above the base model's;
 * target: the candidate must fit what it was taught better than its parent (on a held-out part of the
-  examples when there are enough of them).
+  examples when there are enough of them);
+* retained: what earlier versions of its lineage were taught (rehearsed in the task) stays the greedy
+  answer at least as often as with the parent.
 
 Base-model values are computed once per process with no deltas (``base_reference``), so drift cannot
 compound from version to version. The greedy check is exact and needs one forward pass: greedy decoding
@@ -17,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -106,14 +108,20 @@ def greedy_unchanged(view: LlamaForCausalLM, facts: list[ProtectedFact]) -> list
     return argmax_matches(view, [(f.prompt_ids + f.base_greedy, len(f.prompt_ids)) for f in facts]) if facts else []
 
 
-def check(view: LlamaForCausalLM, ref: GateReference, limits: GateLimits) -> dict[str, Any]:
-    """The protected-fact and held-out checks of the candidate ``view`` carries; a JSON-able report."""
+def check(view: LlamaForCausalLM, ref: GateReference, limits: GateLimits,
+          pause: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The protected-fact and held-out checks of the candidate ``view`` carries; a JSON-able report.
+
+    ``pause`` is called between forward passes (the worker's duty cycle)."""
+    pause = pause or (lambda: None)
+    pause()
     unchanged = greedy_unchanged(view, ref.facts)
+    pause()
     logps = answer_logps(view, ref.facts)
     flipped = [f.question for f, same in zip(ref.facts, unchanged) if not same]
     dropped = [{"question": f.question, "base": round(f.base_logp, 4), "candidate": round(lp, 4)}
                for f, lp in zip(ref.facts, logps) if lp < f.base_logp - limits.logprob_tolerance]
-    nll = mean_nll(view, ref.heldout) if ref.heldout else ref.heldout_base_nll
+    nll = mean_nll(view, ref.heldout, pause=pause) if ref.heldout else ref.heldout_base_nll
     limit = ref.heldout_base_nll + math.log1p(limits.max_heldout_regression)  # perplexity x (1 + r)
     return {
         "protected_facts": {"count": len(ref.facts), "greedy_changed": flipped, "logprob_dropped": dropped,
@@ -137,12 +145,24 @@ def target_check(before: float, after: float, held_before: float | None, held_af
     return report
 
 
+def retained_check(view: LlamaForCausalLM, retained: list[Example], parent_kept: int) -> dict[str, Any]:
+    """What earlier versions were taught (rehearsed in this task): the candidate must still give at least as
+    many of those answers greedily as its parent did."""
+    kept = sum(argmax_matches(view, [(e.ids, e.loss_from) for e in retained])) if retained else 0
+    return {"count": len(retained), "parent_kept": parent_kept, "kept": kept, "passed": kept >= parent_kept}
+
+
 def decide(report: dict[str, Any]) -> tuple[bool, str]:
-    """Passed, or the first reason it did not (in the order target, protected facts, held-out text)."""
+    """Passed, or the first reason it did not (in the order target, retained examples, protected facts,
+    held-out text)."""
     target, facts, held = report["target"], report["protected_facts"], report["heldout"]
     if not target["passed"]:
         where = "its held-out examples" if "heldout_after" in target else "its examples"
         return False, f"the candidate does not fit {where} better than its parent"
+    retained = report.get("retained")
+    if retained is not None and not retained["passed"]:
+        return False, (f"the candidate forgets what earlier versions were taught: {retained['kept']} of "
+                       f"{retained['count']} taught answers kept, its parent kept {retained['parent_kept']}")
     if facts["greedy_changed"]:
         return False, f"the candidate changes the answer to protected questions: {facts['greedy_changed'][:3]}"
     if facts["logprob_dropped"]:

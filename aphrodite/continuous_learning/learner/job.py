@@ -95,9 +95,12 @@ class JobBuilder:
         return self._replay[:min(len(self._replay), n)]
 
     def build(self, examples: list[PolicyExample], start: dict[str, LoRADelta], lr: float,
-              seed: int = 0) -> TrainingJob:
-        """The job for ``examples`` (those that do not fit the model's context are dropped)."""
+              seed: int = 0, retained: list[PolicyExample] | None = None) -> TrainingJob:
+        """The job for ``examples`` (those that do not fit the model's context are dropped); ``retained``:
+        supervised examples earlier versions were taught, rehearsed beside them."""
         cfg = self.config
+        kept = [Example(*enc) for ex in retained or [] if ex.supervised
+                and (enc := self.encode(ex.context, ex.target)) is not None]
         reference = self.reference()
         supervised, rated, manifest = [], [], []
         for ex in examples:
@@ -117,8 +120,9 @@ class JobBuilder:
                               undesirable_weight=cfg.learner_kto_undesirable_weight)
         limits = GateLimits(cfg.learner_protected_logprob_tolerance, cfg.learner_max_heldout_regression)
         start = {n: LoRADelta(d.a.detach().cpu(), d.b.detach().cpu(), d.scale) for n, d in start.items()}
-        return TrainingJob(supervised, rated, self.replay_for(len(supervised) + len(rated)), start, reference,
-                           objective, limits, rank=cfg.learner_rank, alpha=cfg.learner_alpha,
-                           anchors=self._anchors, holdout_fraction=cfg.learner_holdout_fraction, seed=seed,
-                           manifest=manifest)
+        replay = self.replay_for(len(supervised) + len(rated) + len(kept))
+        return TrainingJob(supervised, rated, replay, start, reference, objective, limits, rank=cfg.learner_rank,
+                           alpha=cfg.learner_alpha, anchors=self._anchors,
+                           holdout_fraction=cfg.learner_holdout_fraction, seed=seed, manifest=manifest,
+                           retained=kept)
 

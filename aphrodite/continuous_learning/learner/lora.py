@@ -116,7 +116,8 @@ class LoRALearner:
         lr = self.config.learner_learning_rate * learning_rate / self.config.max_learning_rate_production
         parent = self.engine.weight_version
         start = self.engine.weight_deltas(parent)
-        job = await asyncio.to_thread(self._build, examples, start, lr)
+        retained = await self._retained(parent, {i for ex in examples for i in ex.ids})
+        job = await asyncio.to_thread(self._build, examples, start, lr, retained)
         runner = await self.runner()
         result: TrainingResult = await runner.run(train_and_gate, job)  # a crash or exception: a failed task
         report = {**result.gate, "accepted": result.accepted, "reason": result.reason, "parent": parent,
@@ -141,15 +142,51 @@ class LoRALearner:
         except Exception:  # bookkeeping: a store that cannot record it (a full disk) does not stop learning
             logger.warning("could not record which rule admitted %d interactions", len(pairs), exc_info=True)
 
-    def _build(self, examples: list[policy.PolicyExample], start: dict[str, LoRADelta], lr: float) -> TrainingJob:
+    def _build(self, examples: list[policy.PolicyExample], start: dict[str, LoRADelta], lr: float,
+               retained: list[policy.PolicyExample]) -> TrainingJob:
         """Tokenize and attach the base reference (computed on first use: forward passes, so one torch thread
         on this worker thread; the engine thread keeps its own setting)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self.jobs.build(examples, start, lr, seed=len(self.history))
+            return self.jobs.build(examples, start, lr, seed=len(self.history), retained=retained)
         finally:
             torch.set_num_threads(threads)
+
+    def _lineage_ids(self, version: int) -> list[str]:
+        """Interaction ids admitted as supervised targets by ``version`` and its ancestors, newest first
+        (the walk stops at a version no longer kept)."""
+        ids: list[str] = []
+        while version:
+            try:
+                manifest = self.versions.manifest(version)
+            except (OSError, ValueError):
+                break
+            admitted = manifest.get("admitted_by", {})
+            ids += [i for i, rule in reversed(list(admitted.items())) if rule in policy.SUPERVISED_RULES]
+            version = int(manifest.get("parent") or 0)
+        return list(dict.fromkeys(ids))
+
+    async def _retained(self, parent: int, exclude: set[str]) -> list[policy.PolicyExample]:
+        """What the serving lineage was taught (supervised, still in the store), to rehearse in the next task."""
+        cap = self.config.learner_rehearsal_examples
+        if cap == 0 or parent == 0:
+            return []
+        ids = [i for i in await asyncio.to_thread(self._lineage_ids, parent) if i not in exclude][:cap]
+        store = self.system.store
+
+        def fetch() -> list[TrainingSignal]:
+            signals = []
+            for i in ids:
+                interaction = store.get_interaction(i)
+                if interaction is not None:  # a deleted interaction is not rehearsed
+                    feedback = store.feedback_for(i)
+                    signals.append(TrainingSignal(interaction, feedback[-1] if feedback else None))
+            return signals
+
+        signals = await self.system.collector.writer.call(fetch)
+        return [ex for ex in policy.admit(signals, quality_threshold=self.config.interaction_quality_threshold)
+                if ex.supervised]
 
     async def _promote(self, parent: int, result: TrainingResult, report: dict[str, Any]) -> None:
         version = max(self.engine.weight_versions + self.versions.versions()) + 1

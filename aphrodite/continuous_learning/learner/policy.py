@@ -30,6 +30,8 @@ from aphrodite.continuous_learning.store.base import TrainingSignal
 
 OPERATOR = "operator"
 CURATED_RULES = frozenset({"curated", "curated-"})
+SUPERVISED_RULES = frozenset({"curated", "correction"})
+"""Rules whose examples are supervised targets an operator or a user gave (rehearsed in later tasks)."""
 
 
 @dataclass

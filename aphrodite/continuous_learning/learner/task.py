@@ -6,8 +6,9 @@ weights of ``model``: it trains on a ``trainable_view`` that shares them. (It do
 count either: that is the caller's choice.)
 
 Steps: attach the parent's deltas; compute the KTO reference (the parent's log-probs of the rated completions)
-once; train SFT + KTO from the parent's deltas with replay of known facts, stopping early once the target loss
-is low; with ``holdout_min_examples`` or more supervised examples, first train without a held-out part to
+once; train SFT + KTO from the parent's deltas with replay of known facts and rehearsal of what earlier
+versions were taught (``retained``), stopping early once the target loss is low and the retained examples
+are still the greedy answers; with ``holdout_min_examples`` or more supervised examples, first train without a held-out part to
 check that the candidate generalises there, then go on with every example; finally run the gate.
 """
 
@@ -22,10 +23,12 @@ from typing import Any, Callable
 import torch
 
 from aphrodite.continuous_learning.learner.anchors import Anchor
-from aphrodite.continuous_learning.learner.gate import GateLimits, GateReference, check, decide, target_check
-from aphrodite.continuous_learning.learner.trainer import (Example, Objective, RatedExample, Reference, attach,
-                                                        default_targets, mean_nll, reference_logps,
-                                                        sequence_logps, train_lora, trainable_view)
+from aphrodite.continuous_learning.learner.gate import (GateLimits, GateReference, check, decide, retained_check,
+                                                     target_check)
+from aphrodite.continuous_learning.learner.trainer import (Example, Objective, RatedExample, Reference,
+                                                        argmax_matches, attach, default_targets, mean_nll,
+                                                        reference_logps, sequence_logps, train_lora,
+                                                        trainable_view)
 from aphrodite.engine.weights import LoRADelta
 from aphrodite.modeling.llama import LlamaForCausalLM
 
@@ -57,6 +60,9 @@ class TrainingJob:
     seed: int = 0
     manifest: list[tuple[str, str]] = field(default_factory=list)
     """(interaction id, rule that admitted it) of every signal in the job; returned with the result."""
+    retained: list[Example] = field(default_factory=list)
+    """What the serving version's lineage was taught before (supervised): rehearsed beside the new examples,
+    so teaching a new fact does not make the model forget the previous ones; the gate checks it is kept."""
 
 
 @dataclass
@@ -94,14 +100,15 @@ def train_and_gate(model: LlamaForCausalLM, job: TrainingJob,
     targets = job.targets or sorted(job.start) or default_targets(view)
     reference = reference_logps(view, job.rated) if job.rated else None
     train, held = split_holdout(job.examples, job)
+    retained_before = sum(argmax_matches(view, [(e.ids, e.loss_from) for e in job.retained])) if job.retained else 0
     before = mean_nll(view, train) if train else 0.0
     held_before = mean_nll(view, held) if held else None
 
     def run(examples: list[Example], start: dict[str, LoRADelta], steps: int, seed: int) -> tuple:
         objective = Objective(**{**vars(job.objective), "steps": steps})
-        return train_lora(view, examples + job.replay, job.rated, start, targets, job.rank, job.alpha, objective,
-                          stop_on=examples, reference=reference, anchors=job.anchors, seed=seed,
-                          before_step=before_step)
+        return train_lora(view, examples + job.retained + job.replay, job.rated, start, targets, job.rank,
+                          job.alpha, objective, stop_on=examples + job.retained, reference=reference,
+                          anchors=job.anchors, seed=seed, before_step=before_step)
 
     deltas, losses, stop = run(train, job.start, job.objective.steps, job.seed)
     held_after = None
@@ -111,9 +118,10 @@ def train_and_gate(model: LlamaForCausalLM, job: TrainingJob,
         more, more_losses, stop = run(job.examples, deltas, max(1, job.objective.steps // 2), job.seed + 1)
         deltas, losses = more, losses + more_losses
     attach(view, deltas)
-    after = mean_nll(view, train) if train else 0.0
+    after = mean_nll(view, train, pause=before_step) if train else 0.0
     report = {"target": _target(before, after, held_before, held_after, job, view, reference),
-              **check(view, job.reference, job.limits)}
+              **check(view, job.reference, job.limits, pause=before_step),
+              "retained": retained_check(view, job.retained, retained_before)}
     accepted, reason = decide(report)
     if not _finite(losses, deltas):  # diverged: never promoted, whatever the gate's comparisons said
         accepted, reason = False, "training diverged: a non-finite loss or delta"

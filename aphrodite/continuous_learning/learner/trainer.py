@@ -122,12 +122,20 @@ def sequence_logps(view: LlamaForCausalLM, seqs: list[tuple[list[int], int]]) ->
     return torch.stack([lp.sum() for lp in token_logps(view, seqs)]) if seqs else torch.zeros(0)
 
 
-def mean_nll(view: LlamaForCausalLM, examples: list[Example], chunk: int = 32) -> float:
-    """Mean negative log-likelihood per scored token, with whatever deltas ``view`` carries."""
+def mean_nll(view: LlamaForCausalLM, examples: list[Example], chunk: int = 8,
+             pause: Callable[[], None] | None = None) -> float:
+    """Mean negative log-likelihood per scored token, with whatever deltas ``view`` carries.
+
+    Examples go through in chunks of similar length (little padding); ``pause`` is called before each chunk
+    (the worker's duty cycle, so a long evaluation yields to serving as training steps do).
+    """
+    ordered = sorted(examples, key=lambda e: len(e.ids))
     total = 0.0
     with torch.inference_mode():
-        for i in range(0, len(examples), chunk):
-            total -= sequence_logps(view, [(e.ids, e.loss_from) for e in examples[i:i + chunk]]).sum().item()
+        for i in range(0, len(ordered), chunk):
+            if pause is not None:
+                pause()
+            total -= sequence_logps(view, [(e.ids, e.loss_from) for e in ordered[i:i + chunk]]).sum().item()
     return total / max(1, sum(e.scored for e in examples))
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from aphrodite.continuous_learning.config import ServerSideConfig
-from aphrodite.continuous_learning.learner.gate import GateLimits, check, decide, greedy, greedy_unchanged
+from aphrodite.continuous_learning.learner.gate import (GateLimits, check, decide, greedy, greedy_unchanged,
+                                                     retained_check)
 from aphrodite.continuous_learning.learner.job import JobBuilder
 from aphrodite.continuous_learning.learner.trainer import (Example, Objective, default_targets, train_lora,
                                                         trainable_view)
@@ -38,3 +39,10 @@ def test_the_gate_catches_a_flipped_protected_fact_and_passes_the_base_model() -
     accepted, reason = decide(report)
     assert not accepted and "What is the capital of France?" in report["protected_facts"]["greedy_changed"]
     assert "protected" in reason
+
+    # what an earlier version was taught (here: the true answer) counts as retained only if still greedy
+    paris = Example(*builder.encode([{"role": "user", "content": france.question}], "The capital of France is Paris."))
+    assert retained_check(base, [paris], 1) == {"count": 1, "parent_kept": 1, "kept": 1, "passed": True}
+    report["retained"] = retained_check(view, [paris], 1)
+    accepted, reason = decide(report)
+    assert report["retained"]["kept"] == 0 and not accepted and "forgets what earlier versions were taught" in reason

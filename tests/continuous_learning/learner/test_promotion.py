@@ -31,6 +31,7 @@ class System:
         self.collector = self
         self.writer = self
         self._ratings = ratings or {}
+        self.interactions = {}
 
     async def update_state(self, **changes) -> None:
         self.state = dataclasses.replace(self.state, **changes)
@@ -40,6 +41,12 @@ class System:
 
     def ratings_by_version(self, versions):
         return {v: self._ratings.get(v, []) for v in versions}
+
+    def get_interaction(self, interaction_id):
+        return self.interactions.get(interaction_id)
+
+    def feedback_for(self, response_id):
+        return []
 
 
 class Runner:
@@ -126,3 +133,29 @@ def test_promotion_saves_a_version_and_worse_ratings_roll_it_back(tiny_model_dir
     assert promoted == 1 and manifest["parent"] == 0 and manifest["interaction_ids"] == [BATCH[0].interaction.id]
     assert manifest["signals"] == {"curated": 1} and manifest["gate"] == {"batch_before": 2.0}
     assert after == 0 and saved_serving == 0 and "rolled back version 1 to 0" in notice
+
+
+def test_the_next_task_rehearses_what_the_serving_lineage_was_taught(tiny_model_dir, tmp_path) -> None:
+    second = [TrainingSignal(supplied_interaction("What is three and three?", "Six.", 0.95, "example", 0, "m"))]
+    jobs = []
+
+    class Recorder(Runner):
+        async def run(self, fn, job):
+            jobs.append(job)
+            return self.result
+
+    async def scenario(engine, system, learner):
+        system.interactions = {BATCH[0].interaction.id: BATCH[0].interaction}
+        learner._runner = Recorder(result(deltas(engine, 3), True))
+        await learner.learn(BATCH, 1e-4)  # version 1 learned BATCH
+        learner._runner = Recorder(result(deltas(engine, 4), True))
+        await learner.learn(second, 1e-4)  # version 2 (parent 1) rehearses BATCH
+        system.interactions.clear()  # the taught interaction was deleted: no longer rehearsed
+        await learner.learn(second, 1e-4)
+        return engine.tokenizer
+
+    tokenizer = run(tiny_model_dir, tmp_path, scenario)
+    assert [len(j.retained) for j in jobs] == [0, 1, 0]
+    rehearsed = jobs[1].retained[0]
+    assert tokenizer.decode(rehearsed.ids[rehearsed.loss_from:]).startswith("Four.")
+    assert tokenizer.decode(jobs[1].examples[0].ids[jobs[1].examples[0].loss_from:]).startswith("Six.")
