@@ -188,6 +188,15 @@ class ServerSideConfig:
     learner_holdout_fraction: float = 0.25
     """With 8 or more supervised examples, this share is first held out: the candidate must improve there too."""
 
+    # -- scale out: a shared PostgreSQL store, replicas, a vLLM fleet (issue 12) -------------------------------
+    store: str = ""
+    """Where interactions, feedback and the learning state are kept: empty for SQLite (learning.db under
+    learning_dir), or a PostgreSQL URL (postgresql://user:password@host:5432/dbname) that replicas share."""
+    export_dir: str = ""
+    """Directory where every promoted version is also written as a PEFT adapter, one directory per adapter
+    name (<model>-v<N>, and <model>-latest for the serving one), updated atomically: point vLLM's filesystem
+    LoRA resolver at it. Empty: no export."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -226,6 +235,8 @@ class ServerSideConfig:
                self.learner_holdout_fraction, "must be in (0, 1)")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
+        _check(self.store == "" or self.store.startswith(("postgresql://", "postgres://")), "store",
+               "<url>" if self.store else self.store, "must be empty (SQLite) or a postgresql:// URL")  # issue 12
         paths = self.monitored_paths
         _check(all(p.startswith("/") for p in paths), "monitored_endpoints", self.monitored_endpoints,
                "must be comma-separated paths starting with '/'")

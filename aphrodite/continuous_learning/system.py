@@ -28,7 +28,7 @@ from aphrodite.continuous_learning.learner.lora import LoRALearner, rollback, tr
 from aphrodite.continuous_learning.metrics import LearningMetrics
 from aphrodite.continuous_learning.capture.monitor import RequestMonitor
 from aphrodite.continuous_learning.scoring.scorer import QualityScorer
-from aphrodite.continuous_learning.store.sqlite import SQLiteInteractionStore
+from aphrodite.continuous_learning.store.factory import create_store
 from aphrodite.continuous_learning.control.state import LearningState
 from aphrodite.continuous_learning.store.base import InteractionStore
 
@@ -51,7 +51,7 @@ class ContinuousLearningSystem:
         self.state = LearningState()
         self.failures = FailureWindow(config.failure_window_s)
         self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
-        self.store = store or SQLiteInteractionStore(config.store_path, max_bytes=config.store_max_bytes)
+        self.store = store or create_store(config)
         self.scorer = scorer or QualityScorer()
         self.quality_predictor = LearnedQualityPredictor(config) if config.quality_predictor == "reservoir" else None
         if self.quality_predictor is not None:
