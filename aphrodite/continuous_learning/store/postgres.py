@@ -82,6 +82,33 @@ MIGRATIONS: list[str] = [
         created DOUBLE PRECISION NOT NULL
     )
     """,
+    # replicas sharing this store (PostgreSQL only; fleet/replica.py): versions, the serving one, heartbeats
+    """
+    CREATE TABLE fleet_versions (
+        version INTEGER PRIMARY KEY,
+        parent INTEGER,
+        created DOUBLE PRECISION NOT NULL,
+        adapter_config TEXT NOT NULL,
+        adapter_weights BYTEA NOT NULL,
+        manifest TEXT NOT NULL,
+        replica_id TEXT
+    );
+    CREATE TABLE fleet_serving (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL,
+        changed DOUBLE PRECISION NOT NULL,
+        replica_id TEXT
+    );
+    INSERT INTO fleet_serving (id, version, changed) VALUES (1, 0, 0);
+    CREATE TABLE fleet_replicas (
+        replica_id TEXT PRIMARY KEY,
+        url TEXT,
+        version INTEGER NOT NULL,
+        leader BOOLEAN NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        heartbeat DOUBLE PRECISION NOT NULL
+    )
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from aphrodite.continuous_learning.config import learning_config_from_args
@@ -19,6 +19,8 @@ from aphrodite.endpoints.openai.errors import APIError, install_error_handlers
 from aphrodite.endpoints.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from aphrodite.endpoints.openai.serving_chat import OpenAIServingChat
 from aphrodite.endpoints.openai.serving_completions import OpenAIServingCompletion
+from aphrodite.endpoints.openai.serving_lora import (LoadLoRAAdapterRequest, OpenAIServingLoRA,
+                                                     UnloadLoRAAdapterRequest)
 from aphrodite.endpoints.security import input_limits, install_security
 from aphrodite.endpoints.shutdown import DrainingServer
 from aphrodite.engine.async_engine import AsyncEngine
@@ -86,6 +88,7 @@ class _EngineLoop:
 def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits) -> None:
     completions = OpenAIServingCompletion(engine, app.state.request_observers, limits)
     chat = OpenAIServingChat(engine, app.state.request_observers, limits)
+    adapters = completions.adapters = chat.adapters = app.state.lora_adapters = OpenAIServingLoRA(engine)
 
     @app.get("/health", response_class=Response, responses={200: {"description": "The engine is running (empty body)."}})
     async def health() -> Response:
@@ -97,7 +100,15 @@ def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits) -> None:
     async def models() -> JSONResponse:
         # the served name only: the checkpoint's path on this machine is none of the client's business
         card = ModelCard(id=engine.model_name, root=engine.model_name, max_model_len=engine.max_model_len)
-        return JSONResponse(ModelList(data=[card]).model_dump())
+        return JSONResponse(ModelList(data=[card, *adapters.cards()]).model_dump())
+
+    @app.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+    async def load_lora_adapter(req: LoadLoRAAdapterRequest) -> PlainTextResponse:
+        return PlainTextResponse(await adapters.load(req))
+
+    @app.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
+    async def unload_lora_adapter(req: UnloadLoRAAdapterRequest) -> PlainTextResponse:
+        return PlainTextResponse(await adapters.unload(req))
 
     @app.post("/v1/completions")
     async def create_completion(req: CompletionRequest, raw: Request):
