@@ -72,6 +72,8 @@ class ContinuousLearningSystem:
         if config.export_dir:  # issue 12
             self.exporter = AdapterExporter(config.export_dir, config.export_name,
                                             config.export_base_model or self.model_name, config.learner_keep_versions)
+        self.version_listeners: list[Any] = []
+        """Coroutine functions ``(version, path)`` awaited when a version starts serving (issue 12)."""
         self.fleet: Any = None
         if config.store.startswith(("postgresql://", "postgres://")) and self.learner is not None:
             from aphrodite.continuous_learning.fleet.replica import FleetReplica  # psycopg: an optional extra
@@ -172,17 +174,20 @@ class ContinuousLearningSystem:
 
     async def version_served(self, version: int, path: Any) -> None:
         """A version serves now (promoted, rolled back or restored; ``path`` its PEFT directory): export it for
-        vLLM (``--learning-export-dir``) and publish it to the other replicas. A failure is logged and counted,
+        vLLM (``--learning-export-dir``), publish it to the other replicas and tell ``version_listeners`` (with
+        the exported directory when exporting). A failure is logged and counted,
         never raised: serving goes on."""
         if self.fleet is not None:
             await self.fleet.publish(version, path)
-        if self.exporter is None:
-            return
-        try:
-            await asyncio.to_thread(self.exporter.export, version, path)
-        except Exception as exc:
-            logger.exception("exporting weight version %d to %s failed", version, self.exporter.root)
-            self.record_failure(f"exporting version {version} failed: {type(exc).__name__}")
+        if self.exporter is not None:
+            try:
+                path = await asyncio.to_thread(self.exporter.export, version, path)
+            except Exception as exc:
+                logger.exception("exporting weight version %d to %s failed", version, self.exporter.root)
+                self.record_failure(f"exporting version {version} failed: {type(exc).__name__}")
+                return
+        for listener in self.version_listeners:  # e.g. the --upstream front pushing it to its upstream
+            await listener(version, path)
 
     @property
     def may_learn(self) -> bool:

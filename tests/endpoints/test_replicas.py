@@ -77,7 +77,9 @@ def test_taught_through_one_replica_all_serve_the_promoted_version(fleet):
     acknowledged_writes(fleet.servers["A"].url, 1)  # served, rated and an example, all through A
     trigger_on(fleet, leader)
     until("the leader to promote version 1", lambda: serving(fleet.servers[leader].url) == 1, 90)
+    promoted = time.monotonic()
     until("all replicas to serve version 1", lambda: all(serving(s.url) == 1 for s in fleet.servers.values()), 5)
+    print(f"\nall replicas served version 1 {time.monotonic() - promoted:.2f} s after the leader did")
     status = fleet.status("B")["fleet"]
     assert status["leader"] == leader and status["serving_version"] == 1
     assert {r["replica_id"] for r in status["replicas"]} == set(NAMES)
@@ -91,7 +93,9 @@ def test_kill_9_of_the_leader_mid_task_another_leads_and_nothing_acknowledged_is
     acked = acknowledged_writes(fleet.servers[others[0]].url, 2) + acknowledged_writes(fleet.servers[old].url, 3)
     trigger_on(fleet, old)
     fleet.servers[old].kill()  # while its learning task runs
+    killed = time.monotonic()
     new = until("another replica to lead", fleet.leader, 15)
+    print(f"\nreplica {new} led {time.monotonic() - killed:.2f} s after kill -9 of leader {old}")
     assert new in others
     with psycopg.connect(fleet.url) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM interactions UNION SELECT id FROM feedback")}
@@ -121,7 +125,10 @@ def test_postgres_away_serving_goes_on_captures_are_counted_and_learning_pauses(
         time.sleep(max(0.0, 10.0 - (time.monotonic() - stopped)))  # the outage lasts 10 s, as the issue asks
     finally:
         postgres.start()
+        restarted = time.monotonic()
     leader = until("a leader again", fleet.leader, 30)
+    print(f"\nPostgreSQL down {restarted - stopped:.1f} s; replica {leader} led "
+          f"{time.monotonic() - restarted:.2f} s after it was back")
     acknowledged_writes(fleet.servers["B"].url, 4)
     version = serving(fleet.servers[leader].url)
     trigger_on(fleet, leader)  # learning resumes

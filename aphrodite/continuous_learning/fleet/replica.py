@@ -66,9 +66,9 @@ class FleetReplica:
         self._loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(self._connect)
-            version, fetched = await asyncio.to_thread(self._serving_to_apply)
+            version = await asyncio.to_thread(self._serving_to_apply)
             if version is not None:
-                await self._serve(version, fetched)
+                await self._serve(version)
         except Exception as exc:  # PostgreSQL away at start, or a version it cannot give: serve what is local
             logger.warning("fleet: could not serve the fleet's version at start (%s); catching up later", exc)
             self._disconnect(exc)
@@ -145,13 +145,12 @@ class FleetReplica:
             if self.is_leader:
                 logger.info("fleet: replica %s leads (it learns)", self.replica_id)
                 self._fetch_missing()
-        if self._unpublished is not None:
-            version, path = self._unpublished
+        if self._unpublished is not None:  # cleared only once published (or refused by the compare-and-set)
+            self._publish(*self._unpublished)
             self._unpublished = None
-            self._publish(version, path)
-        version, fetched = self._serving_to_apply()
+        version = self._serving_to_apply()
         if version is not None and self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._serve(version, fetched), self._loop).result(timeout=120)
+            asyncio.run_coroutine_threadsafe(self._serve(version), self._loop).result(timeout=120)
         conn.execute("INSERT INTO fleet_replicas (replica_id, url, version, leader, started, heartbeat) VALUES "
                      "(%s, %s, %s, %s, extract(epoch from now()), extract(epoch from now())) ON CONFLICT "
                      "(replica_id) DO UPDATE SET url = excluded.url, version = excluded.version, leader = "
@@ -163,14 +162,16 @@ class FleetReplica:
     def _engine_version(self) -> int:
         return int(getattr(self.system.engine, "weight_version", 0) or 0)
 
-    def _serving_to_apply(self) -> tuple[int | None, dict | None]:
-        """The fleet's serving version if this replica must switch to it, with its deltas when fetched."""
+    def _serving_to_apply(self) -> int | None:
+        """The fleet's serving version if this replica must switch to it (fetched into the versions directory
+        if this replica lacks it); None when it serves it already."""
         conn = self._conn if self._conn is not None else self._connect()
         row = conn.execute("SELECT version FROM fleet_serving WHERE id = 1").fetchone()
         self.fleet_version = version = 0 if row is None else int(row[0])
         if version == self._engine_version():
-            return None, None
-        return version, self._fetch(version)
+            return None
+        self._fetch(version)
+        return version
 
     def _fetch(self, version: int) -> dict | None:
         """Copy a version from the store into the local versions directory (None: it is there, or it is 0)."""
@@ -200,7 +201,7 @@ class FleetReplica:
             if version not in have:
                 self._fetch(version)
 
-    async def _serve(self, version: int, fetched: dict | None) -> None:
+    async def _serve(self, version: int) -> None:
         learner = self.system.learner
         if learner is None or version == self._engine_version():
             return

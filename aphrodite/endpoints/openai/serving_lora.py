@@ -59,7 +59,6 @@ class LoadedAdapter:
     name: str
     path: str
     version: int
-    deltas: dict[str, Any]
     created: int
 
 
@@ -81,8 +80,7 @@ class OpenAIServingLoRA:
                                "first or send load_inplace: true.", 400, param="lora_name", code="lora_exists")
             deltas = await asyncio.to_thread(self._read, req.lora_path)
             version = await self._submit(deltas, serve=req.serve)
-            self.adapters[req.lora_name] = LoadedAdapter(req.lora_name, req.lora_path, version, deltas,
-                                                         int(time.time()))
+            self.adapters[req.lora_name] = LoadedAdapter(req.lora_name, req.lora_path, version, int(time.time()))
         return f"Success: LoRA adapter '{req.lora_name}' added successfully."
 
     async def unload(self, req: UnloadLoRAAdapterRequest) -> str:
