@@ -76,8 +76,9 @@ def test_load_serve_and_unload_an_adapter(app, tmp_path) -> None:
 
 def test_bad_adapters_are_refused_with_a_4xx(app, tmp_path) -> None:
     with TestClient(app, client=LOCAL) as client:
-        r = client.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(tmp_path / "none")})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
+        for path in (str(tmp_path / "none"), "0" * 4000, "a\x00b"):  # absent, a name too long, a NUL byte
+            r = client.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": path})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
         (tmp_path / "bad").mkdir()
         (tmp_path / "bad" / "adapter_config.json").write_text('{"peft_type": "PREFIX_TUNING"}')
         (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"junk")

@@ -118,7 +118,11 @@ class OpenAIServingLoRA:
         """The adapter at ``path`` as our packed deltas; 400 when it is not a PEFT LoRA this model can use."""
         root = Path(path)
         config_path, weights = root / "adapter_config.json", root / "adapter_model.safetensors"
-        if not config_path.is_file() or not weights.is_file():
+        try:
+            found = config_path.is_file() and weights.is_file()
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            found = False
+        if not found:
             raise APIError(f"No PEFT LoRA adapter at '{quote(path)}': it needs adapter_config.json and "
                            "adapter_model.safetensors.", 400, param="lora_path", code="invalid_lora_path")
         try:
