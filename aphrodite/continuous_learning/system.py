@@ -148,6 +148,13 @@ class ContinuousLearningSystem:
             await self.collector.writer.call(lambda: self.store.save_state(saved))
             self.state = new_state
 
+    async def reload_state(self) -> None:
+        """Read the learning state saved in the store again (replicas sharing one store: a control action sent
+        to any replica reaches all of them at their next fleet check; issue 12)."""
+        async with self._state_lock:
+            saved = await self.collector.writer.call(self.store.load_state)
+            self.state = LearningState.from_dict(saved)
+
     async def reset(self) -> None:
         """Clear the learning-rate schedule, statistics and in-memory buffers; stored data is kept."""
         await self.update_state(learning_steps=0, reset_at=time.time())

@@ -85,6 +85,11 @@ def test_taught_through_one_replica_all_serve_the_promoted_version(fleet):
     assert {r["replica_id"] for r in status["replicas"]} == set(NAMES)
     r = httpx.post(fleet.servers["C"].url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=30)
     assert r.headers["x-aphrodite-weight-version"] == "1"
+    follower = next(n for n in NAMES if n != leader)
+    for action, paused in (("pause", True), ("resume", False)):  # a control action sent to any replica
+        r = httpx.post(fleet.servers[follower].url + "/v1/learning/control", json={"action": action}, timeout=30)
+        assert r.status_code == 200, r.text
+        until(f"{action} to reach the leader", lambda: fleet.status(leader)["paused"] is paused, 5)
 
 
 def test_kill_9_of_the_leader_mid_task_another_leads_and_nothing_acknowledged_is_lost(fleet):

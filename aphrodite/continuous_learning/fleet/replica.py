@@ -151,6 +151,8 @@ class FleetReplica:
         version = self._serving_to_apply()
         if version is not None and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._serve(version), self._loop).result(timeout=120)
+        if self._loop is not None:  # control actions (enable, pause, ...) sent to any replica reach this one
+            asyncio.run_coroutine_threadsafe(self.system.reload_state(), self._loop).result(timeout=60)
         conn.execute("INSERT INTO fleet_replicas (replica_id, url, version, leader, started, heartbeat) VALUES "
                      "(%s, %s, %s, %s, extract(epoch from now()), extract(epoch from now())) ON CONFLICT "
                      "(replica_id) DO UPDATE SET url = excluded.url, version = excluded.version, leader = "
