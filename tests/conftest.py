@@ -19,3 +19,22 @@ from tests.tiny_checkpoints import make_checkpoint
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama checkpoint with a ChatML tokenizer, shared by the whole session."""
     return make_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (see tests/postgres_server.py); its ``url`` is the admin URL.
+
+    With ``$APHRODITE_TEST_POSTGRES_URL`` set, that server is used instead (and outage tests, which stop and
+    start the server, are skipped)."""
+    from tests.postgres_server import URL_ENV, TestPostgres
+
+    url = os.environ.get(URL_ENV)
+    if url:
+        yield type("ExternalPostgres", (), {"url": url, "stop": None, "start": None})()
+        return
+    server = TestPostgres()
+    try:
+        yield server
+    finally:
+        server.close()

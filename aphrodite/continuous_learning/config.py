@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -193,6 +194,28 @@ class ServerSideConfig:
     learner_holdout_fraction: float = 0.25
     """With 8 or more supervised examples, this share is first held out: the candidate must improve there too."""
 
+    # -- scale out: a shared PostgreSQL store, replicas, a vLLM fleet (issue 12) -------------------------------
+    store: str = ""
+    """Where interactions, feedback and the learning state are kept: empty for SQLite (learning.db under
+    learning_dir), or a PostgreSQL URL (postgresql://user:password@host:5432/dbname) that replicas share."""
+    export_dir: str = ""
+    """Directory where every promoted version is also written as a PEFT adapter, one directory per adapter
+    name (<model>-v<N>, and <model>-latest for the serving one), updated atomically: point vLLM's filesystem
+    LoRA resolver at it. Empty: no export."""
+    export_name: str = "learned"
+    """Adapter name prefix in the export directory: <name>-v<N> per version, <name> for the serving one."""
+    export_base_model: str = ""
+    """base_model_name_or_path written into exported adapters: the model name the vLLM servers serve (vLLM's
+    resolver loads only adapters of its own model). Empty: this server's served model name."""
+    replica_id: str = ""
+    """This replica's name among the replicas sharing a PostgreSQL store (status shows it, and the leader by
+    it). Empty: <hostname>-<pid>."""
+    replica_url: str = ""
+    """This replica's own URL, shown beside its name in the fleet status (optional)."""
+    fleet_poll_s: float = 1.0
+    """With a PostgreSQL store: seconds between a replica's fleet checks (leadership, heartbeat, the serving
+    version; NOTIFY wakes it at once on a change) and between reconnection attempts."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -200,7 +223,7 @@ class ServerSideConfig:
                self.learning_rate_decay_production, "must be in (0, 1]")
         _check(0.0 <= self.interaction_quality_threshold <= 1.0, "interaction_quality_threshold",
                self.interaction_quality_threshold, "must be in [0, 1]")
-        for name in ("background_learning_interval", "failure_window_s"):
+        for name in ("background_learning_interval", "failure_window_s", "fleet_poll_s"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
         for name in ("store_max_age_days", "feedback_wait_s"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
@@ -233,6 +256,10 @@ class ServerSideConfig:
                self.learner_holdout_fraction, "must be in (0, 1)")
         _check(self.max_recent_failures >= 0, "max_recent_failures", self.max_recent_failures, "must be >= 0")
         _check(bool(self.learning_dir.strip()), "learning_dir", self.learning_dir, "must not be empty")
+        _check(self.store == "" or self.store.startswith(("postgresql://", "postgres://")), "store",
+               "<url>" if self.store else self.store, "must be empty (SQLite) or a postgresql:// URL")  # issue 12
+        _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.export_name)), "export_name",
+               self.export_name, "must be letters, digits, '_', '.', '-'")
         paths = self.monitored_paths
         _check(all(p.startswith("/") for p in paths), "monitored_endpoints", self.monitored_endpoints,
                "must be comma-separated paths starting with '/'")

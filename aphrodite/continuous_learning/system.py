@@ -28,8 +28,9 @@ from aphrodite.continuous_learning.learner.lora import LoRALearner, rollback, tr
 from aphrodite.continuous_learning.metrics import LearningMetrics
 from aphrodite.continuous_learning.capture.monitor import RequestMonitor
 from aphrodite.continuous_learning.scoring.scorer import QualityScorer
-from aphrodite.continuous_learning.store.sqlite import SQLiteInteractionStore
+from aphrodite.continuous_learning.store.factory import create_store
 from aphrodite.continuous_learning.control.state import LearningState
+from aphrodite.continuous_learning.fleet.export import AdapterExporter
 from aphrodite.continuous_learning.store.base import InteractionStore
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class ContinuousLearningSystem:
         self.state = LearningState()
         self.failures = FailureWindow(config.failure_window_s)
         self.feedback: deque[InteractionFeedback] = deque(maxlen=config.max_feedback_buffer)
-        self.store = store or SQLiteInteractionStore(config.store_path, max_bytes=config.store_max_bytes)
+        self.store = store or create_store(config)
         self.scorer = scorer or QualityScorer()
         self.quality_predictor = (LearnedQualityPredictor(config, device=str(getattr(engine, "device", "cpu")))
                                   if config.quality_predictor == "reservoir" else None)
@@ -68,6 +69,17 @@ class ContinuousLearningSystem:
             self.actions.register("trigger", "Run the background learning step now.", trigger)
             self.actions.register("rollback", "Serve kept weight version `version` (default: the serving "
                                   "version's parent); GET /v1/learning/versions lists them.", rollback)
+        self.exporter: AdapterExporter | None = None
+        if config.export_dir:  # issue 12
+            self.exporter = AdapterExporter(config.export_dir, config.export_name,
+                                            config.export_base_model or self.model_name, config.learner_keep_versions)
+        self.version_listeners: list[Any] = []
+        """Coroutine functions ``(version, path)`` awaited when a version starts serving (issue 12)."""
+        self.fleet: Any = None
+        if config.store.startswith(("postgresql://", "postgres://")) and self.learner is not None:
+            from aphrodite.continuous_learning.fleet.replica import FleetReplica  # psycopg: an optional extra
+
+            self.fleet = FleetReplica(self, config.store, config.replica_id, config.replica_url, config.fleet_poll_s)
         self.started = False
         self._state_lock = asyncio.Lock()
         self._register_gauges()
@@ -110,13 +122,18 @@ class ContinuousLearningSystem:
                 version = await self.learner.restore()
                 if version:
                     logger.info("serving weight version %d again, as before the restart", version)
+                await self.version_served(version, self.learner.versions.path(version) if version else None)
             except Exception:  # a damaged version file must not stop the server: serve the base weights
                 logger.exception("could not restore the saved weight version; serving the base weights")
                 self.record_failure("weight version restore failed")
+        if self.fleet is not None:  # serve the fleet's version before taking traffic (issue 12)
+            await self.fleet.start()
         self.started = True
 
     async def stop(self) -> None:
         """Stop the background loop, write what is queued, close the store."""
+        if self.fleet is not None:
+            await self.fleet.stop()
         await self.processor.stop()
         if self.quality_predictor is not None:
             self.collector.writer.submit(self._save_quality_predictor)
@@ -131,6 +148,13 @@ class ContinuousLearningSystem:
             saved = new_state.to_dict()
             await self.collector.writer.call(lambda: self.store.save_state(saved))
             self.state = new_state
+
+    async def reload_state(self) -> None:
+        """Read the learning state saved in the store again (replicas sharing one store: a control action sent
+        to any replica reaches all of them at their next fleet check; issue 12)."""
+        async with self._state_lock:
+            saved = await self.collector.writer.call(self.store.load_state)
+            self.state = LearningState.from_dict(saved)
 
     async def reset(self) -> None:
         """Clear the learning-rate schedule, statistics and in-memory buffers; stored data is kept."""
@@ -155,6 +179,28 @@ class ContinuousLearningSystem:
                 logger.exception("marking the versions that learned from %s failed", interaction_id)
                 self.record_failure(f"marking versions for a deleted interaction failed: {type(exc).__name__}")
         return True
+
+    async def version_served(self, version: int, path: Any) -> None:
+        """A version serves now (promoted, rolled back or restored; ``path`` its PEFT directory): export it for
+        vLLM (``--learning-export-dir``), publish it to the other replicas and tell ``version_listeners`` (with
+        the exported directory when exporting). A failure is logged and counted,
+        never raised: serving goes on."""
+        if self.fleet is not None:
+            await self.fleet.publish(version, path)
+        if self.exporter is not None:
+            try:
+                path = await asyncio.to_thread(self.exporter.export, version, path)
+            except Exception as exc:
+                logger.exception("exporting weight version %d to %s failed", version, self.exporter.root)
+                self.record_failure(f"exporting version {version} failed: {type(exc).__name__}")
+                return
+        for listener in self.version_listeners:  # e.g. the --upstream front pushing it to its upstream
+            await listener(version, path)
+
+    @property
+    def may_learn(self) -> bool:
+        """Whether this server runs learning tasks: always alone; among replicas, only the leader."""
+        return self.fleet is None or self.fleet.may_learn()
 
     def record_failure(self, reason: str) -> None:
         self.failures.record(reason)

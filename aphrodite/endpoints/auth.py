@@ -40,6 +40,9 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/v1/learning/learn"): "admin",
     ("POST", "/v1/learning/control"): "admin",
     ("DELETE", "/v1/learning/interactions/{interaction_id}"): "admin",
+    # vLLM's runtime LoRA routes (issue 12)
+    ("POST", "/v1/load_lora_adapter"): "admin",
+    ("POST", "/v1/unload_lora_adapter"): "admin",
 }
 """(method, path pattern) -> who may call it. ``{name}`` matches one path segment; HEAD is treated as GET."""
 

@@ -72,6 +72,18 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     """On SIGTERM, how long requests in flight may run before they are cancelled and the process exits."""
 
+    # -- a learning front for another server (issue 12; see docs/scale_out.md) --
+    upstream: str = ""
+    """Forward /v1/completions and /v1/chat/completions to this OpenAI-compatible server (vLLM or another
+    Aphrodite) instead of the local engine; with --enable-continuous-learning, learn from the forwarded traffic
+    on the local copy of the base model (--model: the weights the upstream serves) and load every promoted
+    version on the upstream with POST /v1/load_lora_adapter."""
+    upstream_api_key: str | None = None
+    """Bearer key sent to the upstream (its admin key: loading adapters is an admin route). Also read from
+    $APHRODITE_UPSTREAM_API_KEY."""
+    upstream_model: str = ""
+    """Model name to send upstream while no learned version serves (default: the client's)."""
+
     def __post_init__(self) -> None:
         positive = ("max_request_body_bytes", "max_prompt_chars_per_token", "max_prompts_per_request",
                     "max_choices_per_request", "max_stop_sequences", "max_stop_sequence_chars",

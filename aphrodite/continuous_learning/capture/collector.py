@@ -115,6 +115,8 @@ class ServerSideDataCollector:
                     found = await asyncio.wait_for(asyncio.shield(waiter), wait_s)
                 except asyncio.TimeoutError:
                     found = None
+            if found is None and wait_s > 0 and not waiter.done():  # a replica sharing the store may have written it
+                found = await self.writer.call(lambda: self.store.get_interaction(response_id))
             return found or (waiter.result() if waiter.done() else None)
         finally:
             waiters = self._waiters.get(response_id)

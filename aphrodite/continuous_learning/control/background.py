@@ -90,7 +90,7 @@ class BackgroundLearningProcessor:
         if check is not None and system.state.enabled:
             await check()
         state = system.state
-        if (self.learner is None or not state.enabled or state.paused
+        if (self.learner is None or not state.enabled or state.paused or not getattr(system, "may_learn", True)
                 or len(self._tasks) >= config.max_concurrent_learning_tasks
                 or not getattr(self.learner, "ready", lambda: True)()):  # not ready: backing off after refusals
             return

@@ -208,6 +208,7 @@ class LoRALearner:
             raise CandidateRejected(f"{exc}{again}") from exc
         await asyncio.to_thread(self._record_serving, version)
         logger.info("promoted weight version %d (parent %d): %s", version, parent, result.gate.get("target"))
+        await self._announce(version)
 
     async def _refused(self, reason: str) -> None:
         in_a_row = self.backoff.refusals
@@ -249,7 +250,14 @@ class LoRALearner:
             await self.engine.rollback_weights(version)
         await asyncio.to_thread(self.versions.record_serving, version)
         logger.info("weight version %d serves (was %d): %s", version, current, reason or "requested")
+        await self._announce(version)
         return version
+
+    async def _announce(self, version: int) -> None:
+        """Tell the system a version serves now (it exports it and tells the other replicas; issue 12)."""
+        served = getattr(self.system, "version_served", None)
+        if served is not None:
+            await served(version, self.versions.path(version) if version else None)
 
     def kept(self) -> list[int]:
         """Versions that can serve: the base (0) and those saved on disk."""

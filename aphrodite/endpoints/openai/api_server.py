@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from aphrodite.continuous_learning.config import learning_config_from_args
@@ -19,6 +20,8 @@ from aphrodite.endpoints.openai.errors import APIError, install_error_handlers
 from aphrodite.endpoints.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from aphrodite.endpoints.openai.serving_chat import OpenAIServingChat
 from aphrodite.endpoints.openai.serving_completions import OpenAIServingCompletion
+from aphrodite.endpoints.openai.serving_lora import (LoadLoRAAdapterRequest, OpenAIServingLoRA,
+                                                     UnloadLoRAAdapterRequest)
 from aphrodite.endpoints.security import input_limits, install_security
 from aphrodite.endpoints.shutdown import DrainingServer
 from aphrodite.engine.async_engine import AsyncEngine
@@ -35,11 +38,16 @@ def build_app(args: argparse.Namespace) -> FastAPI:
     engine = AsyncEngine(LLMEngine(load_cfg, cache_cfg, sched_cfg, registry=registry))
     app = app_shell(engine, registry)
     app.state.lifecycle.append(_EngineLoop(engine))  # first in, so it starts first and stops last
-    _add_routes(app, engine, input_limits(server_cfg))
+    _add_routes(app, engine, input_limits(server_cfg), upstream=server_cfg.upstream)
+    system = None
     if learning_cfg is not None:
         from aphrodite.endpoints.openai.continuous_learning_routes import attach_continuous_learning
 
-        attach_continuous_learning(app, engine, learning_cfg)
+        if server_cfg.upstream and not learning_cfg.export_dir:  # the upstream loads versions from there
+            learning_cfg.export_dir = os.path.join(learning_cfg.learning_dir, "export")
+        system = attach_continuous_learning(app, engine, learning_cfg)
+    if server_cfg.upstream:
+        _add_upstream(app, server_cfg, system, learning_cfg)
     install_security(app, server_cfg, learning=learning_cfg is not None)  # last: its middleware is outermost
     return app
 
@@ -83,9 +91,36 @@ class _EngineLoop:
         await self.engine.shutdown()
 
 
-def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits) -> None:
+def _add_upstream(app: FastAPI, cfg: Any, system: Any, learning_cfg: Any) -> None:
+    """``--upstream``: forward inference to another server, learn here, push versions there (issue 12)."""
+    from aphrodite.endpoints.openai.upstream import UpstreamFront, push_safely
+
+    front = UpstreamFront(cfg.upstream, app.state.engine.tokenizer, app.state.request_observers,
+                          cfg.upstream_api_key or os.environ.get("APHRODITE_UPSTREAM_API_KEY"), cfg.upstream_model,
+                          learning_cfg.export_name if learning_cfg is not None else "learned")
+    app.state.upstream = front
+    app.state.lifecycle.append(_Closing(front))
+    if system is not None:
+        system.version_listeners.append(lambda version, path: push_safely(front, system, version, path))
+
+
+class _Closing:
+    """Closes the upstream client when the app stops."""
+
+    def __init__(self, front: Any) -> None:
+        self.front = front
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.front.close()
+
+
+def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits, upstream: str = "") -> None:
     completions = OpenAIServingCompletion(engine, app.state.request_observers, limits)
     chat = OpenAIServingChat(engine, app.state.request_observers, limits)
+    adapters = completions.adapters = chat.adapters = app.state.lora_adapters = OpenAIServingLoRA(engine)
 
     @app.get("/health", response_class=Response, responses={200: {"description": "The engine is running (empty body)."}})
     async def health() -> Response:
@@ -97,14 +132,26 @@ def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits) -> None:
     async def models() -> JSONResponse:
         # the served name only: the checkpoint's path on this machine is none of the client's business
         card = ModelCard(id=engine.model_name, root=engine.model_name, max_model_len=engine.max_model_len)
-        return JSONResponse(ModelList(data=[card]).model_dump())
+        return JSONResponse(ModelList(data=[card, *adapters.cards()]).model_dump())
+
+    @app.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+    async def load_lora_adapter(req: LoadLoRAAdapterRequest) -> PlainTextResponse:
+        return PlainTextResponse(await adapters.load(req))
+
+    @app.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
+    async def unload_lora_adapter(req: UnloadLoRAAdapterRequest) -> PlainTextResponse:
+        return PlainTextResponse(await adapters.unload(req))
 
     @app.post("/v1/completions")
     async def create_completion(req: CompletionRequest, raw: Request):
+        if upstream:  # validated here as for the local engine, forwarded as the client sent it
+            return await app.state.upstream.forward("/v1/completions", raw)
         return await completions.create(req, raw)
 
     @app.post("/v1/chat/completions")
     async def create_chat_completion(req: ChatCompletionRequest, raw: Request):
+        if upstream:
+            return await app.state.upstream.forward("/v1/chat/completions", raw)
         return await chat.create(req, raw)
 
     @app.get("/metrics")

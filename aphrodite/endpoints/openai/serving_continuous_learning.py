@@ -62,6 +62,8 @@ class OpenAIServingContinuousLearning:
                 "write_queue_depth": s.collector.writer.queue_depth,
                 "dropped_interactions": s.collector.writer.dropped,
             },
+            # replicas sharing a PostgreSQL store (issue 12): leader, each replica's version and lag
+            "fleet": s.fleet.report() if getattr(s, "fleet", None) is not None else None,
         }
 
     def metrics(self) -> dict[str, Any]:

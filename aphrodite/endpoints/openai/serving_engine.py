@@ -86,9 +86,13 @@ class OpenAIServing:
         # one thread: tokenizing (and chat templating) never blocks the event loop, and one tokenizer is
         # never used by two requests at once
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        self.adapters: Any = None
+        """LoRA adapters loaded at run time (``serving_lora.OpenAIServingLoRA``), whose names are models too."""
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.engine.model_name:
+            if self.adapters is not None and self.adapters.check(model):
+                return
             raise APIError(f"The model `{quote(model)}` does not exist.", 404, param="model",
                            code="model_not_found")
 
