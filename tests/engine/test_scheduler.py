@@ -82,3 +82,22 @@ def test_finish_frees_blocks_of_waiting_and_running_sequences() -> None:
     sched.finish(running)
     sched.finish(waiting)
     assert blocks.num_free_blocks == 19 and not sched.has_unfinished()
+
+
+def test_chunked_prefill_splits_a_long_prompt_and_alternates_with_decode() -> None:
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8), BlockManager(100, 4))
+    short = seq("short", 3)
+    sched.add(short)
+    step(sched)
+    long = seq("long", 20)
+    sched.add(long)
+    kinds = []
+    while not long.output_token_ids:
+        out = step(sched)
+        kinds.append((out.is_prefill, out.num_new_tokens))
+    # chunks of 8, 8 and 4 tokens, each followed by a decode step for the running request
+    assert kinds == [(False, [1]), (True, [8]), (False, [1]), (True, [8]), (False, [1]), (True, [4])]
+    unchunked = Scheduler(SchedulerConfig(max_num_batched_tokens=8, enable_chunked_prefill=False),
+                          BlockManager(100, 4))
+    unchunked.add(seq("long", 20))
+    assert step(unchunked).num_new_tokens == [20]  # the first row of a step always fits
