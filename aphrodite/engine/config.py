@@ -55,6 +55,13 @@ class CacheConfig:
     """Tokens per KV-cache block."""
     kv_cache_space_gb: float = 1.0
     """Memory budget for the KV cache in GiB; the cache never grows past it."""
+    # -- prefix caching (issue 10, "prefix") --
+    enable_prefix_caching: bool = True
+    """Share the KV blocks of identical prompt prefixes between requests: full blocks are kept, reference-counted,
+    under a hash of the weight version and every token up to the block's end, and evicted least recently used
+    only when a fresh block is needed. A new request computes only the part of its prompt that is not cached.
+    Blocks are keyed by the weight version that computed them, so after a swap or rollback no request is served
+    keys and values of another version."""
 
     def __post_init__(self) -> None:
         if self.block_size < 1:

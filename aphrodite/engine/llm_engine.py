@@ -70,8 +70,10 @@ class LLMEngine:
         if self.max_model_len > cfg.max_position_embeddings:
             raise ValueError(f"max_model_len {self.max_model_len} exceeds the model's "
                              f"max_position_embeddings {cfg.max_position_embeddings}")
-        self.blocks = BlockManager(self._num_blocks(cache, sched), cache.block_size)
-        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, self.max_model_len)
+        self.blocks = BlockManager(self._num_blocks(cache, sched), cache.block_size,
+                                   enable_prefix_caching=cache.enable_prefix_caching)
+        if not sched.enable_chunked_prefill:  # every prompt must fit one step
+            sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, self.max_model_len)
         self.scheduler = Scheduler(sched, self.blocks)
         self.runner = ModelRunner(self.model, self.blocks, load.hidden_state_dim or None, load.seed)
         self.eos_ids = set(cfg.eos_token_ids) | (
@@ -206,31 +208,39 @@ class LLMEngine:
 
     # ---- the step -------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        sched = self.scheduler.schedule()
-        outputs: list[RequestOutput] = []
         preempted_before = self.scheduler.num_preemptions
+        prefix_before = (self.blocks.prefix_queries, self.blocks.prefix_hits)
+        sched = self.scheduler.schedule(self.weight_version)
+        outputs: list[RequestOutput] = []
+        prompt_tokens = 0
         if not sched.is_empty:
-            result = self.runner.execute(sched.seqs, sched.is_prefill)
+            result = self.runner.execute(sched.seqs, sched.is_prefill, sched.num_new_tokens)
+            # the step ran before the safe point: the serving version computed it
+            self.scheduler.update(sched, self.weight_version)
+            if sched.is_prefill:
+                prompt_tokens = sum(sched.seqs[i].num_tokens for i in result.sampled_rows)
             outputs = self._process_outputs(sched, result)
         self._safe_point()
         if self.metrics is not None:  # after the safe point, so aborts show in the gauges at once
-            prompt_tokens = sum(s.num_tokens for s in sched.seqs) if sched.is_prefill else 0
             used = 1 - self.blocks.num_free_blocks / max(1, self.blocks.num_blocks - 1)
             self.metrics.observe_step(len(self.scheduler.running), len(self.scheduler.waiting), used,
                                       prompt_tokens, outputs, self.scheduler.num_preemptions - preempted_before)
+            self.metrics.observe_prefix_cache(self.blocks.prefix_queries - prefix_before[0],
+                                              self.blocks.prefix_hits - prefix_before[1])
         return outputs
 
     def _process_outputs(self, sched: SchedulerOutput, result: StepResult) -> list[RequestOutput]:
         outputs = []
         samples = result.samples
-        for i, seq in enumerate(sched.seqs):
+        for j, i in enumerate(result.sampled_rows):  # rows whose prefill chunk stopped short have nothing yet
+            seq = sched.seqs[i]
             if i in result.prompt_logprobs:
                 seq.prompt_logprobs = result.prompt_logprobs[i]
-            if sched.is_prefill and seq.params.max_tokens == 0:
+            if seq.params.max_tokens == 0:
                 seq.finish_reason = "length"  # scoring only: the prompt's log-probabilities are the answer
             else:
                 seq.saw_version(self.weight_version)  # the step ran before the safe point: this version computed it
-                append_token(seq, samples.token_ids[i], samples.logprobs[i], samples.top_logprobs[i], self.eos_ids,
+                append_token(seq, samples.token_ids[j], samples.logprobs[j], samples.top_logprobs[j], self.eos_ids,
                              self.max_model_len)
                 if i in result.hidden_states and seq.hidden_states is not None:
                     seq.hidden_states.append(result.hidden_states[i])

@@ -42,6 +42,10 @@ class EngineMetrics:
         self.weight_swap = mk(Histogram, "aphrodite:weight_swap_seconds",
                               "Engine stall of a weight swap at the safe point (copying deltas into buffers).",
                               buckets=_SWAP_BUCKETS)
+        self.prefix_queries = mk(Counter, "aphrodite:prefix_cache_queries",
+                                 "Prompt tokens looked up in the prefix cache (hit rate = hits / queries).")
+        self.prefix_hits = mk(Counter, "aphrodite:prefix_cache_hits",
+                              "Prompt tokens found in the prefix cache and not computed again.")
         self._last_token_time: dict[str, tuple[float, int]] = {}
 
     def observe_step(self, num_running: int, num_waiting: int, kv_usage: float, prompt_tokens: int,
@@ -74,6 +78,11 @@ class EngineMetrics:
             self.success.labels(finished_reason=comp.finish_reason or "abort", **lb).inc()
             if m.finished_time is not None:
                 self.e2e.labels(**lb).observe(m.finished_time - m.arrival_time)
+
+    def observe_prefix_cache(self, queries: int, hits: int) -> None:
+        if queries:
+            self.prefix_queries.labels(**self._labels).inc(queries)
+            self.prefix_hits.labels(**self._labels).inc(hits)
 
     def set_weight_version(self, version: int, swap_seconds: float) -> None:
         self.weight_version.labels(**self._labels).set(version)

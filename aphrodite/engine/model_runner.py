@@ -1,6 +1,7 @@
 """Runs one scheduled batch through the model: builds tensors, owns the KV cache, samples.
 
-It never sees the scheduler; it gets a list of sequences and whether they are a prefill or decode batch.
+It never sees the scheduler; it gets a list of sequences, whether they are a prefill or decode batch and, for a
+prefill, how many tokens each row computes (a chunk, after what is already cached).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class StepResult:
     """What one forward pass produced for each scheduled sequence."""
 
     samples: SampleResult
+    """One entry per sampled row, in the order of ``sampled_rows``."""
+    sampled_rows: list[int]
+    """Rows that produced a token: every decode row, and prefill rows whose chunk reached the last token."""
     prompt_logprobs: dict[int, list[TopLogprobs | None]]
     """Row index -> prompt log-probabilities, for the rows that asked."""
     hidden_states: dict[int, torch.Tensor]
@@ -56,48 +60,72 @@ class ModelRunner:
             self.projection = proj.to(self.device)
 
     @torch.inference_mode()
-    def execute(self, seqs: list[Sequence], is_prefill: bool) -> StepResult:
+    def execute(self, seqs: list[Sequence], is_prefill: bool, num_new_tokens: list[int] | None = None) -> StepResult:
+        """Run one batch; a prefill row computes ``num_new_tokens[i]`` tokens from its ``num_computed_tokens``
+        on (default: all it has left) and is sampled only if that reaches its last token."""
         if is_prefill:
-            hidden, last = self._prefill(seqs)  # hidden (B, L, D); last (B,) index of each row's final token
-            rows = hidden[torch.arange(len(seqs), device=self.device), last]  # (B, D)
+            num_new = num_new_tokens or [s.num_tokens - s.num_computed_tokens for s in seqs]
+            hidden = self._prefill(seqs, num_new)  # (B, L, D)
+            picked = [i for i, s in enumerate(seqs) if s.num_computed_tokens + num_new[i] == s.num_tokens]
+            last = torch.tensor([num_new[i] - 1 for i in picked], dtype=torch.long, device=self.device)
+            rows = hidden[torch.tensor(picked, dtype=torch.long, device=self.device), last]  # (b, D)
         else:
             hidden = self._decode(seqs)  # (B, 1, D)
             rows = hidden[:, 0]
-        logits = self.model.compute_logits(rows)  # (B, V)
-        samples = sample(logits, seqs)
+            picked = list(range(len(seqs)))
+        samples = sample(self.model.compute_logits(rows), [seqs[i] for i in picked]) if picked \
+            else SampleResult([], [], [])  # (b, V) logits; no row reached its prompt's end this step
         plp: dict[int, list[TopLogprobs | None]] = {}
         if is_prefill:
             for i, seq in enumerate(seqs):
-                if seq.wants_prompt_logprobs:
+                if seq.wants_prompt_logprobs:  # never chunked nor served from the prefix cache: row i is the prompt
                     n = len(seq.prompt_token_ids)
                     plp[i] = prompt_logprobs(self.model.compute_logits(hidden[i, :n]), seq.prompt_token_ids,
                                              seq.params.prompt_logprobs or 0)
         hs: dict[int, torch.Tensor] = {}
-        wanted = [i for i, s in enumerate(seqs) if s.params.return_hidden_states]
+        wanted = [j for j, i in enumerate(picked) if seqs[i].params.return_hidden_states]
         if wanted:
-            picked = rows[wanted].float()
+            vecs = rows[wanted].float()
             if self.projection is not None:
-                picked = picked @ self.projection
-            hs = dict(zip(wanted, picked.cpu()))
-        return StepResult(samples, plp, hs)
+                vecs = vecs @ self.projection
+            hs = dict(zip((picked[j] for j in wanted), vecs.cpu()))
+        return StepResult(samples, picked, plp, hs)
 
-    def _prefill(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
-        lens = [s.num_tokens for s in seqs]
-        L = max(lens)
+    def _prefill(self, seqs: list[Sequence], num_new: list[int]) -> torch.Tensor:
+        """Compute each row's next ``num_new[i]`` tokens; a row that starts after a cached prefix or an earlier
+        chunk attends to that context through its block table."""
+        starts = [s.num_computed_tokens for s in seqs]
+        L = max(num_new)
         ids = torch.zeros(len(seqs), L, dtype=torch.long)
         slots = torch.zeros(len(seqs), L, dtype=torch.long)  # padding -> slot 0 of the null block
+        positions = torch.zeros(len(seqs), L, dtype=torch.long)  # padding -> position 0
         bs = self.blocks.block_size
         for i, seq in enumerate(seqs):
-            n = lens[i]
-            ids[i, :n] = torch.tensor(seq.all_token_ids)
+            c, n = starts[i], num_new[i]
+            ids[i, :n] = torch.tensor(seq.all_token_ids[c:c + n])
             table = torch.tensor(seq.block_table)
-            pos = torch.arange(n)
+            pos = torch.arange(c, c + n)
+            positions[i, :n] = pos
             slots[i, :n] = table[pos // bs] * bs + pos % bs
-        positions = torch.arange(L).expand(len(seqs), L)
-        meta = AttentionMetadata(True, AttentionMetadata.causal(lens, L, self.device),
-                                 slot_mapping=slots.view(-1).to(self.device))
-        hidden = self.model(ids.to(self.device), positions.to(self.device), meta, self.kv_caches)
-        return hidden, torch.tensor(lens, device=self.device) - 1
+        if not any(starts):
+            meta = AttentionMetadata(True, AttentionMetadata.causal(num_new, L, self.device),
+                                     slot_mapping=slots.view(-1).to(self.device))
+        else:
+            start_t, new_t = torch.tensor(starts), torch.tensor(num_new)
+            S = int((start_t + new_t).max())
+            gather = self._context_slots(seqs, S)
+            meta = AttentionMetadata(True, AttentionMetadata.extend(start_t, new_t, L, S).to(self.device),
+                                     slot_mapping=slots.view(-1).to(self.device), gather_index=gather.to(self.device))
+        return self.model(ids.to(self.device), positions.to(self.device), meta, self.kv_caches)
+
+    def _context_slots(self, seqs: list[Sequence], S: int) -> torch.Tensor:
+        """(B, S) flat cache slots of each row's first S positions (slot 0 past its block table)."""
+        bs = self.blocks.block_size
+        tables = torch.zeros(len(seqs), -(-S // bs), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            table = seq.block_table[:tables.shape[1]]
+            tables[i, :len(table)] = torch.tensor(table)
+        return (tables[:, :, None] * bs + torch.arange(bs)).view(len(seqs), -1)[:, :S]
 
     def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
         bs = self.blocks.block_size

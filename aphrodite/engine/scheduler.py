@@ -1,16 +1,24 @@
-"""Continuous batching: which sequences run in the next step.
+"""Continuous batching: which sequences run in the next step, and how many of their tokens.
 
-Each step is either a prefill batch (new or preempted sequences, admitted while the sequence limit, the
-token budget and free KV blocks allow) or a decode batch (every running sequence, one token each).
-Prefills go first, as in vLLM v0's default policy, so new requests join the running batch at the next step.
-When the cache runs out during decode, the newest running sequence is preempted: its blocks are freed and it
-goes back to the front of the queue to be recomputed later. Nothing crashes and nothing is dropped.
+Each step is either a prefill batch or a decode batch. A prefill batch computes, for each row, the next
+tokens of a sequence whose prompt is not in the cache yet: new sequences are admitted while the sequence limit,
+the token budget and free KV blocks allow, and a cached prefix (see ``block_manager``) is skipped. A decode batch
+feeds every running sequence whose prompt is fully computed its last token, one token each.
+
+Without chunked prefill a prompt is computed in one step and prefills always go first (vLLM v0's default
+policy), so a long prompt stalls every running decode for its whole prefill. With chunked prefill a prompt is
+computed in chunks that fit the token budget, and prefill and decode steps alternate while both have work, so
+a running decode waits for at most one chunk between its tokens. (vLLM v1 puts decode rows and a chunk into one
+step; here they stay separate batches because a mixed batch would pad every decode row to the chunk's length;
+docs/benchmarks.md has the measurement.) When the cache runs out during decode, the newest running sequence is
+preempted: its blocks are freed and it goes back to the front of the queue to be recomputed later (its
+cached blocks usually make that cheap). Nothing crashes and nothing is dropped.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.sequence import Sequence, SequenceStatus
@@ -22,8 +30,19 @@ class SchedulerConfig:
 
     max_num_seqs: int = 64
     """Most sequences in the running batch."""
-    max_num_batched_tokens: int = 4096
-    """Most (padded) prompt tokens in one prefill step."""
+    max_num_batched_tokens: int = 512
+    """Most prompt tokens in one prefill step, counted padded (rows x the longest row). With chunked prefill a
+    longer prompt is computed in chunks of at most this many tokens; without it the engine raises this to
+    max_model_len so every prompt fits one step."""
+    # -- chunked prefill (issue 10, "prefix") --
+    enable_chunked_prefill: bool = True
+    """Compute long prompts in chunks of at most max_num_batched_tokens and alternate prefill and decode steps,
+    so running requests keep producing tokens while a long prompt is prefilled. Requests asking for prompt
+    log-probabilities are never chunked."""
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be positive")
 
 
 @dataclass
@@ -32,10 +51,17 @@ class SchedulerOutput:
 
     seqs: list[Sequence]
     is_prefill: bool
+    num_new_tokens: list[int] = field(default_factory=list)
+    """Tokens each row computes this step, from its ``num_computed_tokens`` on (1 per decode row)."""
 
     @property
     def is_empty(self) -> bool:
         return not self.seqs
+
+
+def is_decoding(seq: Sequence) -> bool:
+    """Everything but the last token is in the cache: the next step feeds that token and samples."""
+    return seq.num_computed_tokens == seq.num_tokens - 1
 
 
 class Scheduler:
@@ -47,6 +73,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._last_was_prefill = False
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -54,35 +81,67 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> SchedulerOutput:
-        prefill = self._schedule_prefill()
-        if prefill:
-            return SchedulerOutput(prefill, is_prefill=True)
-        return SchedulerOutput(self._schedule_decode(), is_prefill=False)
+    def schedule(self, version: int = 0) -> SchedulerOutput:
+        """The next batch; ``version`` is the weight version serving now (given to newly admitted sequences)."""
+        if self.config.enable_chunked_prefill and self._last_was_prefill:
+            decode = self._schedule_decode()
+            if decode.seqs:
+                self._last_was_prefill = False
+                return decode
+        prefill = self._schedule_prefill(version)
+        self._last_was_prefill = bool(prefill.seqs)
+        return prefill if prefill.seqs else self._schedule_decode()
 
-    def _schedule_prefill(self) -> list[Sequence]:
-        batch: list[Sequence] = []
+    def _chunk(self, seq: Sequence, rows: int, longest: int) -> int:
+        """Tokens ``seq`` may compute as row ``rows`` of a prefill batch whose longest row so far is ``longest``
+        (0 if it may not join)."""
+        budget = self.config.max_num_batched_tokens
+        remaining = seq.num_tokens - seq.num_computed_tokens
+        if self.config.enable_chunked_prefill and not seq.wants_prompt_logprobs:
+            remaining = min(remaining, budget // (rows + 1))
+        if rows and max(longest, remaining) * (rows + 1) > budget:
+            return 0
+        return max(remaining, 0)
+
+    def _schedule_prefill(self, version: int) -> SchedulerOutput:
+        out = SchedulerOutput([], is_prefill=True)
         longest = 0
-        while self.waiting and len(self.running) + len(batch) < self.config.max_num_seqs:
+        for seq in self.running:  # prompts part-way through a chunked prefill
+            if seq.num_computed_tokens >= seq.num_tokens - 1:
+                continue
+            n = self._chunk(seq, len(out.seqs), longest)
+            if not n:
+                return out
+            out.seqs.append(seq)
+            out.num_new_tokens.append(n)
+            longest = max(longest, n)
+        while self.waiting and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            longest_if_added = max(longest, seq.num_tokens)
-            if batch and longest_if_added * (len(batch) + 1) > self.config.max_num_batched_tokens:
-                break
-            if not self.blocks.can_allocate(seq):
+            first_time = seq.weight_version is None
+            if first_time:
+                seq.weight_version = version  # the prefix lookup is keyed by it
+            n = self.blocks.allocate(seq) and self._chunk(seq, len(out.seqs), longest)
+            if not n:
+                if seq.block_table:
+                    self.blocks.free(seq)
+                if first_time:
+                    seq.weight_version = None  # not admitted yet: a swap before then gives it the new version
                 break
             self.waiting.popleft()
-            self.blocks.allocate(seq)
             seq.status = SequenceStatus.RUNNING
-            batch.append(seq)
-            longest = longest_if_added
-        self.running.extend(batch)
-        return batch
+            self.running.append(seq)
+            out.seqs.append(seq)
+            out.num_new_tokens.append(n)
+            longest = max(longest, n)
+        return out
 
-    def _schedule_decode(self) -> list[Sequence]:
-        scheduled: list[Sequence] = []
+    def _schedule_decode(self) -> SchedulerOutput:
+        out = SchedulerOutput([], is_prefill=False)
         queue = list(self.running)  # oldest first
         while queue:
             seq = queue.pop(0)
+            if not is_decoding(seq):
+                continue  # still prefilling: it gets its next chunk in a prefill step
             while not self.blocks.can_append(seq):
                 victim = queue.pop() if queue else seq
                 self._preempt(victim)
@@ -90,8 +149,14 @@ class Scheduler:
                     break
             else:
                 self.blocks.append_slot(seq)
-                scheduled.append(seq)
-        return scheduled
+                out.seqs.append(seq)
+                out.num_new_tokens.append(1)
+        return out
+
+    def update(self, out: SchedulerOutput, version: int) -> None:
+        """After the step ran under weight ``version``: the rows' new tokens are in the cache."""
+        for seq, n in zip(out.seqs, out.num_new_tokens):
+            self.blocks.commit(seq, seq.num_computed_tokens + n, version)
 
     def _preempt(self, seq: Sequence) -> None:
         """Free a running sequence's cache and queue it first for recomputation."""

@@ -49,6 +49,14 @@ class Sequence:
     """The weight version that produced the first output token."""
     weight_versions: list[int] = field(default_factory=list)
     """Every weight version that produced one of its tokens, in order of first use."""
+    weight_version: int | None = None
+    """The weight version the sequence was admitted with (set when it is first scheduled)."""
+    # -- prefix caching and chunked prefill (issue 10, "prefix") --
+    num_computed_tokens: int = 0
+    """Leading tokens whose keys and values are in the cache (cached prefix + prefill chunks + decoded)."""
+    block_hashes: list[bytes] | None = field(default_factory=list)
+    """Prefix hash of each full computed block, in order; None once a step ran under another weight version
+    than ``weight_version`` (its later blocks are then never shared)."""
 
     def __post_init__(self) -> None:
         if self.params.seed is not None:
