@@ -6,6 +6,7 @@ It never sees the scheduler; it gets a list of sequences and whether they are a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -48,6 +49,8 @@ class ModelRunner:
         self.kv_caches = [(torch.zeros(shape, dtype=self.dtype, device=self.device),
                            torch.zeros(shape, dtype=self.dtype, device=self.device))
                           for _ in range(cfg.num_hidden_layers)]
+        self.bind_adapters: Callable[[list[Sequence]], None] = lambda seqs: None
+        """Tells the LoRA-capable layers each row's delta slot (``WeightVersions.bind``); one row per sequence."""
         self.projection: torch.Tensor | None = None
         if hidden_state_dim:
             gen = torch.Generator().manual_seed(seed)
@@ -57,6 +60,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, seqs: list[Sequence], is_prefill: bool) -> StepResult:
+        self.bind_adapters(seqs)
         if is_prefill:
             hidden, last = self._prefill(seqs)  # hidden (B, L, D); last (B,) index of each row's final token
             rows = hidden[torch.arange(len(seqs), device=self.device), last]  # (B, D)
@@ -70,6 +74,7 @@ class ModelRunner:
             for i, seq in enumerate(seqs):
                 if seq.wants_prompt_logprobs:
                     n = len(seq.prompt_token_ids)
+                    self.bind_adapters([seq])  # the rows below are this sequence's tokens
                     plp[i] = prompt_logprobs(self.model.compute_logits(hidden[i, :n]), seq.prompt_token_ids,
                                              seq.params.prompt_logprobs or 0)
         hs: dict[int, torch.Tensor] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.sequence import Sequence, SequenceStatus
@@ -47,6 +48,9 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.admit: Callable[[Sequence], bool] = lambda seq: True
+        """Called before a waiting sequence is admitted; False makes it (and those behind it) wait. The engine
+        pins the sequence to its weight version here (``WeightVersions.admit``)."""
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -67,6 +71,8 @@ class Scheduler:
             seq = self.waiting[0]
             longest_if_added = max(longest, seq.num_tokens)
             if batch and longest_if_added * (len(batch) + 1) > self.config.max_num_batched_tokens:
+                break
+            if not self.admit(seq):
                 break
             if not self.blocks.can_allocate(seq):
                 break

@@ -49,6 +49,9 @@ class Sequence:
     """The weight version that produced the first output token."""
     weight_versions: list[int] = field(default_factory=list)
     """Every weight version that produced one of its tokens, in order of first use."""
+    weight_version: int | None = None
+    """The weight version this sequence was admitted with (set by the engine when it is first scheduled, from
+    ``WeightVersions.version``); every token of it is computed by this version, to its end."""
 
     def __post_init__(self) -> None:
         if self.params.seed is not None:
