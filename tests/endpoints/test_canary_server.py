@@ -24,7 +24,7 @@ def run(tiny_model_dir, tmp_path, canary_rating: float) -> tuple[dict, dict, str
         "--learning-quality-predictor", "none", "--learning-background-interval", "3600",
         "--no-learning-learner-protect-shipped-facts", "--learning-learner-worker", "thread",
         "--learning-canary-share", "0.5", "--learning-canary-min-ratings", "4", "--learning-canary-looks", "1"]))
-    with TestClient(app) as client:
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # loopback: the operator, without an admin key
         learner = system_of(app).learner
         learner._runner = Runner(result(deltas(learner.engine, 3), True))  # a candidate that passed its gate
         client.portal.call(learner.learn, BATCH, 1e-4)
