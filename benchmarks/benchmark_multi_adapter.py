@@ -2,7 +2,8 @@
 
 One engine (the built-in model unless ``--model``), ``--batch`` sequences decoding together. Each scenario
 pins the batch's sequences round-robin to ``n`` versions (``n`` = 0: no adapter at all, the baseline; 1: every
-row on one slot, the single-delta path that served before multi-adapter batches; 2, 4, 8: rows on different
+row on one slot; "1 before": the same delta served the way one version was served before multi-adapter batches
+(the layers' own ``set_lora`` delta, no slots: the code path of that engine); 2, 4, 8: rows on different
 slots, the grouped path, once per CPU strategy of ``LoRACapableLinear.cpu_grouping``: ``stacked``, every used
 slot's A and B in one matmul each with each row masked to its own rank columns, and ``segmented``, two
 matmuls per slot group), each version a random rank-``--rank`` delta on every attention and MLP projection
@@ -63,6 +64,26 @@ def decode_step_times(engine: LLMEngine, versions: list[int], batch: int, tokens
     return times[1:-1]  # the first may still prefill; the last finishes sequences
 
 
+class SingleDeltaAsBefore:
+    """Serve version 1 through ``set_lora`` with the slots unbound: the one-delta path of the earlier engine."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine, self.layers = engine, engine.model.lora_targets()
+
+    def __enter__(self) -> None:
+        padded = self.engine.weights._history[1].padded
+        for name, layer in self.layers.items():
+            self.batch = layer.adapter_batch
+            layer.adapter_batch = None
+            if name in padded:
+                layer.set_lora(*padded[name], 1.0)
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers.values():
+            layer.lora_a = layer.lora_b = None
+            layer.adapter_batch = self.batch
+
+
 def swap_stall(engine: LLMEngine, batch: int, swaps: int, rank: int, first: int) -> list[float]:
     prompt = engine.tokenizer.encode("The capital of France is")
     for i in range(batch):
@@ -104,13 +125,21 @@ def main() -> None:
         engine.step()
     decode_step_times(engine, [1], args.batch, 8)  # warm-up
     from aphrodite.modeling.layers.linear import LoRACapableLinear
-    scenarios = [(n, g) for n in args.sets for g in (args.groupings if n > 1 else ["-"])]
+    kinds = {0: ["-"], 1: ["before", "-"]}
+    scenarios = [(n, g) for n in args.sets for g in kinds.get(n, args.groupings)]
+    has_slots = hasattr(engine.model.lm_head, "adapter_batch")
+    scenarios = [sc for sc in scenarios if has_slots or sc[1] != "before"]
     steps: dict[tuple[int, str], list[float]] = {sc: [] for sc in scenarios}
     for _ in range(args.rounds):
         for n, grouping in scenarios:
+            versions = list(range(1, n + 1)) or [0]
+            if grouping == "before":  # version 0 in the engine's books, version 1's delta in every layer
+                with SingleDeltaAsBefore(engine):
+                    steps[(n, grouping)] += decode_step_times(engine, [0], args.batch, args.tokens)
+                continue
             if grouping != "-":
                 LoRACapableLinear.cpu_grouping = grouping
-            steps[(n, grouping)] += decode_step_times(engine, list(range(1, n + 1)) or [0], args.batch, args.tokens)
+            steps[(n, grouping)] += decode_step_times(engine, versions, args.batch, args.tokens)
     print(f"# benchmark_multi_adapter: {machine()}")
     print(f"# batch {args.batch} sequences, rank {args.rank} on every layer projection, {args.rounds} rounds x "
           f"{args.tokens} decode steps per scenario; median decode step")
