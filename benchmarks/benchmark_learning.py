@@ -309,6 +309,7 @@ def main() -> None:
     learning_dir = Path(tempfile.mkdtemp(prefix="bench-learning-"))
     server_args = ["--enable-continuous-learning", "--learning-dir", str(learning_dir),
                    "--learning-min-interactions", "1", "--learning-background-interval", "3600",
+                   "--learning-canary-share", "0",  # time to learn = until the version serves everyone
                    *args.server_args.split()]
     with RemoteServer(server_args, timeout=300) as server:
         res = asyncio.run(serve_phase(server.url, args))

@@ -148,6 +148,24 @@ class ServerSideConfig:
     """Significance level of that test: roll back when the serving version's positive-rating rate is lower
     than its parent's with p < alpha."""
 
+    # -- canary roll-out of promoted versions (adapters, issue 11) -------------------------------------------
+    canary_share: float = 0.1
+    """Share of new requests a promoted candidate serves first, beside its parent (sticky per request ``user``
+    when the request names one), until live outcomes decide; 0 promotes at once to everyone."""
+    canary_min_ratings: int = 20
+    """Live outcomes (explicit ratings; a correction counts as a negative one) per look of the canary's
+    sequential test: look k runs once the canary has k * canary_min_ratings and its parent canary_min_ratings."""
+    canary_looks: int = 3
+    """Looks of the canary's sequential test: at each, a one-sided z-test at canary_alpha / canary_looks rolls
+    the canary back if its positive rate is below its parent's; passing the last look promotes it."""
+    canary_alpha: float = 0.05
+    """Overall significance level of the canary's sequential test (the chance of rolling back a canary as good
+    as its parent, over all looks)."""
+    canary_max_seconds: float = 900.0
+    """Longest a canary runs without a decision: then, if no look of the test found it worse (too few ratings
+    came), it is promoted to everyone (it passed the gate; learning waits while a canary runs, so a server
+    without rating traffic would otherwise stop learning). 0: wait for the test however long it takes."""
+
     # learner: signal policy and gate
     learn_from_unrated: bool = False
     """Also train on unrated served answers whose quality score reaches interaction_quality_threshold. Risky:
@@ -231,7 +249,8 @@ class ServerSideConfig:
                      "max_feedback_buffer", "max_quality_scores", "write_queue_size", "store_max_interactions",
                      "quality_predictor_units", "quality_predictor_depth", "quality_predictor_max_held",
                      "quality_predictor_save_every", "learner_rank", "learner_steps", "learner_max_examples",
-                     "learner_keep_versions", "learner_pause_after_refusals", "learner_rollback_min_ratings"):
+                     "learner_keep_versions", "learner_pause_after_refusals", "learner_rollback_min_ratings",
+                     "canary_min_ratings", "canary_looks"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         _check(self.learner_rehearsal_examples >= 0, "learner_rehearsal_examples", self.learner_rehearsal_examples,
                "must be >= 0")
@@ -242,6 +261,9 @@ class ServerSideConfig:
                "must be in (0, 1]")
         _check(0.0 < self.learner_rollback_alpha < 1.0, "learner_rollback_alpha", self.learner_rollback_alpha,
                "must be in (0, 1)")
+        _check(0.0 <= self.canary_share <= 1.0, "canary_share", self.canary_share, "must be in [0, 1]")
+        _check(0.0 < self.canary_alpha < 1.0, "canary_alpha", self.canary_alpha, "must be in (0, 1)")
+        _check(self.canary_max_seconds >= 0, "canary_max_seconds", self.canary_max_seconds, "must be >= 0")
         for name in ("learner_learning_rate", "learner_kto_beta"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
         for name in ("learner_stop_loss", "learner_anchor_weight", "learner_kto_weight", "learner_kto_desirable_weight",

@@ -24,7 +24,7 @@ from aphrodite.continuous_learning.control.actions import ControlActions, defaul
 from aphrodite.continuous_learning.control.failures import FailureWindow
 from aphrodite.continuous_learning.interaction import InteractionFeedback
 from aphrodite.continuous_learning.scoring.learned import LearnedQualityPredictor
-from aphrodite.continuous_learning.learner.lora import LoRALearner, rollback, trigger
+from aphrodite.continuous_learning.learner.lora import LoRALearner, abort_canary, promote_canary, rollback, trigger
 from aphrodite.continuous_learning.metrics import LearningMetrics
 from aphrodite.continuous_learning.capture.monitor import RequestMonitor
 from aphrodite.continuous_learning.scoring.scorer import QualityScorer
@@ -69,6 +69,10 @@ class ContinuousLearningSystem:
             self.actions.register("trigger", "Run the background learning step now.", trigger)
             self.actions.register("rollback", "Serve kept weight version `version` (default: the serving "
                                   "version's parent); GET /v1/learning/versions lists them.", rollback)
+            self.actions.register("promote_canary", "The running canary serves every new request now.",
+                                  promote_canary)
+            self.actions.register("abort_canary", "The running canary gets no new requests; its parent serves "
+                                  "everyone.", abort_canary)
         self.exporter: AdapterExporter | None = None
         if config.export_dir:  # issue 12
             self.exporter = AdapterExporter(config.export_dir, config.export_name,
@@ -262,6 +266,25 @@ class ContinuousLearningSystem:
             self.quality_predictor.load()
         return self.store.load_state()
 
+    def _register_canary_gauges(self) -> None:
+        """The canary of issue 11: -1 / NaN when none is running."""
+        def read(fn):
+            def value() -> float:
+                canary = self.learner.canary if self.learner is not None else None
+                if canary is None or not canary.running:
+                    return -1.0 if fn is None else float("nan")
+                return float(canary.version) if fn is None else float(fn(canary))
+            return value
+        g = self.metrics.gauge
+        g("canary_version", "Weight version running as a canary (-1: none).", read(None))
+        g("canary_share", "Share of new requests the canary serves.", read(lambda c: c.share))
+        g("canary_rated", "Live outcomes (ratings, corrections) of the canary's responses.",
+          read(lambda c: c.counts.get("canary", {}).get("rated", 0)))
+        g("canary_parent_rated", "Live outcomes of its parent's responses since the canary started.",
+          read(lambda c: c.counts.get("parent", {}).get("rated", 0)))
+        g("canary_p_value", "One-sided p-value of the canary's last look (is it worse than its parent?).",
+          read(lambda c: float("nan") if c.p_value is None else c.p_value))
+
     def _save_quality_predictor(self) -> None:
         try:
             self.quality_predictor.save()  # type: ignore[union-attr]
@@ -273,6 +296,7 @@ class ContinuousLearningSystem:
         g("enabled", "1 when continuous learning is enabled.", lambda: float(self.state.enabled))
         g("paused", "1 when background learning is paused.", lambda: float(self.state.paused))
         g("weight_version", "Engine weight version (0 = base model).", lambda: float(self.weight_version))
+        self._register_canary_gauges()
         g("current_learning_rate", "Production learning rate after decay.",
           lambda: self.state.learning_rate(self.config))
         g("stored_interactions", "Interactions in the store.", lambda: float(self.collector.counts.interactions))

@@ -115,6 +115,7 @@ class AsyncEngine:
         step on; returns the version serving afterwards. Checking and padding run on a worker thread. With
         ``parent``, it is refused (``StaleParent``) unless ``parent`` still serves at the swap."""
         prepared = await asyncio.to_thread(self.engine.weights.prepare, deltas)
+        await asyncio.to_thread(self.engine.weights.stage, version, prepared)  # the copy, off the event loop
         fut = self.engine.swap_in(version, prepared, serve, parent)
         self._wake.set()
         return await asyncio.wrap_future(fut)
@@ -143,6 +144,17 @@ class AsyncEngine:
         fut = self.engine.rollback_weights(to)
         self._wake.set()
         return await asyncio.wrap_future(fut)
+
+    @property
+    def weight_split(self) -> tuple[int, float] | None:
+        """(version, share) of new requests routed to a version other than the serving one, or None."""
+        return self.engine.weights.split
+
+    async def split_weights(self, version: int | None, share: float = 0.0) -> None:
+        """Route ``share`` of new requests (sticky by their ``user``) to kept ``version``; None ends the split."""
+        fut = self.engine.split_weights(version, share)
+        self._wake.set()
+        await asyncio.wrap_future(fut)
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:

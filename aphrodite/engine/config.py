@@ -29,6 +29,12 @@ class ModelLoadConfig:
     """Largest rank of a LoRA adapter per projection (q, k, v, o, gate, up, down). Submitted deltas are padded
     to it before they are queued, so every version has the same shapes and a swap allocates nothing; a bigger
     delta is refused when it is submitted."""
+    # multi-adapter batches (adapters)
+    max_resident_versions: int = 4
+    """Weight versions (LoRA delta sets) held in the projections' slot buffers at once, allocated at start.
+    Each sequence runs on the version it was admitted with to its end, so a promotion or rollback leaves the
+    previous version resident while its sequences finish; a step computes every row's delta from its own slot.
+    When all slots hold versions with running sequences, new sequences of another version wait."""
 
     def __post_init__(self) -> None:
         if self.max_model_len is not None and self.max_model_len < 1:
@@ -37,6 +43,8 @@ class ModelLoadConfig:
             raise ValueError("hidden_state_dim must be >= 0")
         if self.max_lora_rank < 1:
             raise ValueError("max_lora_rank must be >= 1")
+        if self.max_resident_versions < 1:
+            raise ValueError("max_resident_versions must be >= 1")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

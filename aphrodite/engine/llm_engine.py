@@ -79,7 +79,10 @@ class LLMEngine:
         self.eos_ids = set(cfg.eos_token_ids) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
         self.metrics = EngineMetrics(registry, self.model_name) if registry is not None else None
-        self.weights = WeightVersions(self.model, max_rank=load.max_lora_rank)
+        self.weights = WeightVersions(self.model, max_rank=load.max_lora_rank,
+                                      max_resident=load.max_resident_versions)
+        self.scheduler.admit = self.weights.admit
+        self.runner.bind_adapters = self.weights.bind
         self.swap_seconds: deque[float] = deque(maxlen=1_000)
         """Stall of each weight swap at the safe point (the last 1,000), for benchmarks."""
         self._seqs: dict[str, Sequence] = {}
@@ -133,6 +136,7 @@ class LLMEngine:
         seq = self._seqs.pop(request_id, None)
         if seq is not None:
             self.scheduler.finish(seq)
+            self.weights.release(seq)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -160,12 +164,19 @@ class LLMEngine:
     def swap_in(self, version: int, prepared: PreparedVersion, serve: bool = True,
                 parent: int | None = None) -> "Future[int]":
         """Thread-safe: keep an already prepared version and (if ``serve``) copy it in at the next safe point;
-        with ``parent``, the future fails with ``StaleParent`` unless ``parent`` still serves then."""
+        with ``parent``, the future fails with ``StaleParent`` unless ``parent`` still serves then. The deltas
+        are copied into a free resident slot here, on the caller's thread, so the safe point need not."""
+        self.weights.stage(version, prepared)
         return self.call_at_safe_point(lambda: self._swap(self.weights.apply, version, prepared, serve, parent))
 
     def rollback_weights(self, to: int | None = None) -> "Future[int]":
         """Thread-safe: serve a kept version (default: the one below the current) from the next step on."""
         return self.call_at_safe_point(lambda: self._swap(self.weights.rollback, to))
+
+    def split_weights(self, version: int | None, share: float = 0.0) -> "Future[None]":
+        """Thread-safe: from the next step on, ``share`` of new requests (sticky by ``routing_key``) run on kept
+        ``version`` instead of the serving one (a canary); None ends the split."""
+        return self.call_at_safe_point(lambda: self.weights.set_split(version, share))
 
     def _swap(self, fn, *args) -> int:
         crash_point("engine.swap")
@@ -234,19 +245,21 @@ class LLMEngine:
         samples = result.samples
         for j, i in enumerate(result.sampled_rows):  # rows whose prefill chunk stopped short have nothing yet
             seq = sched.seqs[i]
+            version = seq.weight_version if seq.weight_version is not None else self.weight_version
             if i in result.prompt_logprobs:
                 seq.prompt_logprobs = result.prompt_logprobs[i]
             if seq.params.max_tokens == 0:
                 seq.finish_reason = "length"  # scoring only: the prompt's log-probabilities are the answer
             else:
-                seq.saw_version(self.weight_version)  # the step ran before the safe point: this version computed it
+                seq.saw_version(version)  # pinned: the version it was admitted with computed it
                 append_token(seq, samples.token_ids[j], samples.logprobs[j], samples.top_logprobs[j], self.eos_ids,
                              self.max_model_len)
                 if i in result.hidden_states and seq.hidden_states is not None:
                     seq.hidden_states.append(result.hidden_states[i])
-            outputs.append(make_output(seq, self.weight_version))
+            outputs.append(make_output(seq, version))
             if seq.finish_reason is not None:
                 self.scheduler.finish(seq)
+                self.weights.release(seq)
                 self._seqs.pop(seq.request_id, None)
         return outputs
 

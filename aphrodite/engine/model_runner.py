@@ -7,6 +7,7 @@ prefill, how many tokens each row computes (a chunk, after what is already cache
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -52,6 +53,8 @@ class ModelRunner:
         self.kv_caches = [(torch.zeros(shape, dtype=self.dtype, device=self.device),
                            torch.zeros(shape, dtype=self.dtype, device=self.device))
                           for _ in range(cfg.num_hidden_layers)]
+        self.bind_adapters: Callable[[list[Sequence]], None] = lambda seqs: None
+        """Tells the LoRA-capable layers each row's delta slot (``WeightVersions.bind``); one row per sequence."""
         self.projection: torch.Tensor | None = None
         if hidden_state_dim:
             gen = torch.Generator().manual_seed(seed)
@@ -63,6 +66,7 @@ class ModelRunner:
     def execute(self, seqs: list[Sequence], is_prefill: bool, num_new_tokens: list[int] | None = None) -> StepResult:
         """Run one batch; a prefill row computes ``num_new_tokens[i]`` tokens from its ``num_computed_tokens``
         on (default: all it has left) and is sampled only if that reaches its last token."""
+        self.bind_adapters(seqs)
         if is_prefill:
             num_new = num_new_tokens or [s.num_tokens - s.num_computed_tokens for s in seqs]
             hidden = self._prefill(seqs, num_new)  # (B, L, D)
@@ -80,6 +84,7 @@ class ModelRunner:
             for i, seq in enumerate(seqs):
                 if seq.wants_prompt_logprobs:  # never chunked nor served from the prefix cache: row i is the prompt
                     n = len(seq.prompt_token_ids)
+                    self.bind_adapters([seq])  # the rows below are this sequence's tokens
                     plp[i] = prompt_logprobs(self.model.compute_logits(hidden[i, :n]), seq.prompt_token_ids,
                                              seq.params.prompt_logprobs or 0)
         hs: dict[int, torch.Tensor] = {}

@@ -36,6 +36,9 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     return_hidden_states: bool = False
     """Return each generated token's final hidden state, projected to the engine's hidden-state size."""
+    routing_key: str | None = None
+    """Sticky key for splitting new requests between weight versions (a canary): the request's ``user`` when it
+    names one; requests with the same key get the same version while a split holds. None: the request id."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

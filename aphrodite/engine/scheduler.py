@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.sequence import Sequence, SequenceStatus
@@ -74,6 +75,9 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.num_preemptions = 0
         self._last_was_prefill = False
+        self.admit: Callable[[Sequence], bool] = lambda seq: True
+        """Called before a waiting sequence is admitted; False makes it (and those behind it) wait. The engine
+        pins the sequence to its weight version here (``WeightVersions.admit``)."""
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -117,15 +121,14 @@ class Scheduler:
             longest = max(longest, n)
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            first_time = seq.weight_version is None
-            if first_time:
-                seq.weight_version = version  # the prefix lookup is keyed by it
+            if not self.admit(seq):  # pins the sequence to its weight version (the prefix lookup is keyed by it)
+                break
+            if seq.weight_version is None:  # a scheduler without an engine: the version serving now
+                seq.weight_version = version
             n = self.blocks.allocate(seq) and self._chunk(seq, len(out.seqs), longest)
             if not n:
                 if seq.block_table:
                     self.blocks.free(seq)
-                if first_time:
-                    seq.weight_version = None  # not admitted yet: a swap before then gives it the new version
                 break
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
@@ -154,9 +157,11 @@ class Scheduler:
         return out
 
     def update(self, out: SchedulerOutput, version: int) -> None:
-        """After the step ran under weight ``version``: the rows' new tokens are in the cache."""
+        """After the step ran: the rows' new tokens are in the cache, computed by each sequence's own pinned
+        version (``version``, the one serving now, only for a sequence that was never pinned)."""
         for seq, n in zip(out.seqs, out.num_new_tokens):
-            self.blocks.commit(seq, seq.num_computed_tokens + n, version)
+            pinned = seq.weight_version if seq.weight_version is not None else version
+            self.blocks.commit(seq, seq.num_computed_tokens + n, pinned)
 
     def _preempt(self, seq: Sequence) -> None:
         """Free a running sequence's cache and queue it first for recomputation."""

@@ -50,7 +50,8 @@ class Sequence:
     weight_versions: list[int] = field(default_factory=list)
     """Every weight version that produced one of its tokens, in order of first use."""
     weight_version: int | None = None
-    """The weight version the sequence was admitted with (set when it is first scheduled)."""
+    """The weight version this sequence was admitted with (set by the engine when it is first scheduled, from
+    ``WeightVersions.version``); every token of it is computed by this version, to its end."""
     # -- prefix caching and chunked prefill (issue 10, "prefix") --
     num_computed_tokens: int = 0
     """Leading tokens whose keys and values are in the cache (cached prefix + prefill chunks + decoded)."""

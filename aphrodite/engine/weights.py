@@ -1,22 +1,30 @@
-"""Weight versions: the base weights plus one active set of low-rank (LoRA) deltas, swapped atomically.
+"""Weight versions: the base weights plus low-rank (LoRA) delta sets; several serve at once, each sequence on its own.
 
 The engine's narrow interface for learning: submit a version, serve (roll back to) a kept one, read the
 version. Version 0 is the base model. A submission is validated and padded to a fixed rank per projection,
-its scale folded into B (``prepare``), on the caller's thread, before it is queued: those tensors are
-allocated once per version and never written again. At the engine's safe point ``apply``/``serve`` only
-point each layer at the prepared tensors, so the stall copies, checks and allocates nothing (a copy into
-one preallocated buffer set would cost 0.15-0.3 ms for the built-in model, and needs care when two swaps
-are pending). A bad submission is refused before it reaches the engine and leaves the serving weights as
-they were. Recent versions are kept (a bounded history) so serving another one needs no disk read.
+its scale folded into B (``prepare``), on the caller's thread, before it is queued; it is also copied into a
+free resident slot there when one is free (``stage``, ``adapter_slots.py``). At the engine's safe point
+``apply``/``serve`` only change which version new sequences get, so the stall copies, checks and allocates
+nothing. A bad submission is refused before it reaches the engine and leaves the serving weights as they were.
+Recent versions are kept (a bounded history) so serving another one needs no disk read.
+
+Pinning: a sequence is admitted on the version serving then (``admit`` sets ``Sequence.weight_version``)
+and runs on it to its end, whatever is promoted or rolled back meanwhile; up to ``max_resident`` versions
+sit in the layers' slots at once, and one step computes every row's delta from its own slot (``bind``).
+When every slot is held by versions with running sequences, a new version's sequences wait to be admitted
+until one of them finishes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 
-from aphrodite.modeling.layers.linear import LoRACapableLinear
+from aphrodite.engine.adapter_slots import AdapterSlots
+from aphrodite.engine.sequence import Sequence
+from aphrodite.modeling.layers.linear import NO_SLOT, AdapterBatch, LoRACapableLinear
 from aphrodite.modeling.llama import LlamaForCausalLM
 
 
@@ -43,20 +51,26 @@ class StaleParent(ValueError):
 
 
 class WeightVersions:
-    """Tracks which deltas serve requests and keeps recent versions for rollback."""
+    """Tracks which version new sequences get, keeps recent versions for rollback, and pins sequences."""
 
-    def __init__(self, model: LlamaForCausalLM, keep: int = 17, max_rank: int = 16) -> None:
+    def __init__(self, model: LlamaForCausalLM, keep: int = 17, max_rank: int = 16, max_resident: int = 4) -> None:
         if max_rank < 1:
             raise ValueError("max_lora_rank must be >= 1")
         self._targets: dict[str, LoRACapableLinear] = model.lora_targets()
+        self.batch = AdapterBatch()
+        """The slot of each row of the step being run; shared by every LoRA-capable layer."""
         for layer in self._targets.values():  # a packed projection holds one adapter per part
-            layer.max_lora_rank = max_rank * len(layer.output_sizes)
+            layer.allocate_slots(max_resident, max_rank * len(layer.output_sizes), self.batch)
+        self.slots = AdapterSlots(max_resident, self._targets, self.protected)
+        self._device = next(model.parameters()).device
         self._history: dict[int, PreparedVersion] = {0: PreparedVersion({}, {})}
         self._evicted: list[PreparedVersion] = []
         """Versions dropped at a safe point, freed later by ``prepare`` (off the engine thread)."""
         self._keep = max(2, keep)
         self.max_rank = max_rank
         self.version = 0
+        self.split: tuple[int, float] | None = None
+        """(version, share): that share of new sequences (by their routing key) get ``version`` instead."""
 
     @property
     def versions(self) -> list[int]:
@@ -111,10 +125,13 @@ class WeightVersions:
             raise ValueError("weight versions are non-negative")
         self._history[version] = prepared
         if serve:
-            self._activate(prepared)
-            self.version = version
+            self._set_version(version)
         while len(self._history) > self._keep:
-            oldest = min(k for k in self._history if k not in (0, self.version, version))
+            keep = {0, version, *self.protected()}
+            spare = [k for k in self._history if k not in keep and not self.slots.pins[k]]
+            if not spare:
+                break
+            oldest = min(spare)
             self._evicted.append(self._history.pop(oldest))  # freeing tensors here would lengthen the stall
         return self.version
 
@@ -122,8 +139,7 @@ class WeightVersions:
         """Serve a kept version (earlier or later than the current one); returns it."""
         if version not in self._history:
             raise ValueError(f"weight version {version} is not kept (kept: {self.versions})")
-        self._activate(self._history[version])
-        self.version = version
+        self._set_version(version)
         return version
 
     def rollback(self, to: int | None = None) -> int:
@@ -135,9 +151,71 @@ class WeightVersions:
             to = max(earlier)
         return self.serve(to)
 
-    def _activate(self, prepared: PreparedVersion) -> None:
-        for name, layer in self._targets.items():
-            layer.use_lora(*prepared.padded.get(name, (None, None)))
+    def _set_version(self, version: int) -> None:
+        """New sequences get ``version``; between steps the layers compute it (for direct use of the model).
+        A version staged before the safe point is resident already; another (a rollback to one whose slot
+        was reused) is copied into a free slot now, else when its first sequence is admitted."""
+        self.version = version
+        slot = self.slots.ensure(version, self._history[version].padded)
+        self.batch.bind([NO_SLOT if slot is None else slot], self._device)
+
+    # -- resident slots and pinning (engine thread unless it says otherwise) ---------------------------------
+    def protected(self) -> set[int]:
+        """Versions that keep their slot with no sequence pinned: those new sequences get."""
+        return {self.version} if self.split is None else {self.version, self.split[0]}
+
+    def set_split(self, version: int | None, share: float = 0.0) -> None:
+        """Route ``share`` of new sequences to kept ``version`` (sticky by routing key); None ends the split."""
+        if version is None:
+            self.split = None
+            return
+        if version not in self._history:
+            raise ValueError(f"weight version {version} is not kept (kept: {self.versions})")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("a split's share must be in [0, 1]")
+        self.split = (version, share)
+
+    def route(self, seq: Sequence) -> int:
+        """The version a new sequence gets: the split's for its share of routing keys, else the serving one."""
+        if self.split is None:
+            return self.version
+        version, share = self.split
+        return version if routing_fraction(seq.params.routing_key or seq.request_id) < share else self.version
+
+    def stage(self, version: int, prepared: PreparedVersion) -> bool:
+        """Any thread: copy a prepared version into a free slot now, so the safe point need not; False if all
+        slots are busy (it is then loaded when its first sequence is admitted)."""
+        return self.slots.stage(version, prepared.padded)
+
+    def admit(self, seq: Sequence) -> bool:
+        """Pin a sequence being scheduled for the first time to the version serving now (contract 1); False
+        when that version is not resident and every slot is held by versions with running sequences."""
+        if seq.weight_version is not None:
+            return True
+        version = self.route(seq)
+        if self.slots.ensure(version, self._history[version].padded) is None:
+            return False
+        seq.weight_version = version
+        self.slots.pin(version)
+        return True
+
+    def release(self, seq: Sequence) -> None:
+        """A pinned sequence finished or was aborted: its version's slot may be reused once it was the last."""
+        if seq.weight_version is not None:
+            self.slots.unpin(seq.weight_version)
+
+    def bind(self, seqs: list[Sequence]) -> None:
+        """Point every LoRA-capable layer at each row's slot for the next forward pass (one row per sequence)."""
+        slot_of = self.slots.slot_of
+        unpinned = slot_of(self.version)  # only sequences run outside the engine's scheduler are unpinned
+        unpinned = NO_SLOT if unpinned is None else unpinned
+        self.batch.bind([unpinned if s.weight_version is None else slot_of(s.weight_version) for s in seqs],
+                        self._device)
+
+
+def routing_fraction(key: str) -> float:
+    """A stable position in [0, 1) for a routing key (the same in every process and run)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 _PACKED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),

@@ -27,7 +27,8 @@ def server_args(model_dir: Path, learning_dir: Path, *extra: str) -> list[str]:
     return ["--model", str(model_dir), "--served-model-name", "tiny", "--max-model-len", "128",
             "--enable-continuous-learning", "--learning-dir", str(learning_dir),
             "--learning-background-interval", "3600", "--learning-min-interactions", "1",
-            "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts", *extra]
+            "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
+            "--learning-canary-share", "0", *extra]
 
 
 def until(what: str, check, deadline_s: float = DEADLINE_S):

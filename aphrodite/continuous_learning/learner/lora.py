@@ -14,6 +14,10 @@ offered again: no promotion discards another). A refused candidate is counted as
 learning backs off (``backoff.py``); after ``learner_pause_after_refusals`` refusals in a row learning pauses,
 saying why. Refusals never roll back the serving version: only live evidence does (explicit ratings clearly
 worse than the parent's, ``evidence.py``), checked at each background step.
+
+With ``canary_share`` > 0 a promoted candidate is first a canary (``canary.py``): it serves that share of new
+requests beside its parent until the canary's sequential test (checked at each background step) promotes it to
+everyone or rolls it back; no other candidate is trained meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.learner import policy
 from aphrodite.continuous_learning.learner.backoff import RefusalBackoff
+from aphrodite.continuous_learning.learner.canary import Canary, judge, timed_out
 from aphrodite.continuous_learning.learner.evidence import rated_worse
 from aphrodite.continuous_learning.learner.job import JobBuilder
 from aphrodite.continuous_learning.learner.task import TrainingJob, TrainingResult, train_and_gate
@@ -70,6 +75,18 @@ async def rollback(system: Any, version: int | None = None) -> str:
     return f"Rolled back: weight version {served} serves from the next engine step."
 
 
+async def promote_canary(system: Any) -> str:
+    """Control action: the running canary serves everyone now."""
+    version = await system.learner.end_canary("promoted", "operator promoted the canary")
+    return f"Canary promoted: weight version {version} serves every new request from the next engine step."
+
+
+async def abort_canary(system: Any) -> str:
+    """Control action: the running canary gets no new requests; its parent serves everyone."""
+    version = await system.learner.end_canary("rolled back", "operator aborted the canary")
+    return f"Canary aborted: weight version {version} gets no new requests; its parent serves everyone."
+
+
 class LoRALearner:
     """The ``Learner`` of the background processor: admit, train, gate, promote or refuse; serve and roll back."""
 
@@ -88,10 +105,16 @@ class LoRALearner:
         """Why learning paused or a version was rolled back automatically (shown in status)."""
         self._runner: TrainingWorker | InThreadRunner | None = None
         self._jobs: JobBuilder | None = None
+        self.canary: Canary | None = None
+        """The running canary, or the last one decided."""
 
     def ready(self) -> bool:
-        """Whether a learning task may start (not backing off after a refusal)."""
-        return self.backoff.ready()
+        """Whether a learning task may start (not backing off after a refusal, no canary running)."""
+        return self.backoff.ready() and not self.canary_running
+
+    @property
+    def canary_running(self) -> bool:
+        return self.canary is not None and self.canary.running
 
     @property
     def jobs(self) -> JobBuilder:
@@ -189,6 +212,8 @@ class LoRALearner:
                 if ex.supervised]
 
     async def _promote(self, parent: int, result: TrainingResult, report: dict[str, Any]) -> None:
+        if self.canary_running:  # a task that started before the canary: one candidate at a time
+            raise CandidateRejected(f"canary version {self.canary.version} is running; the batch is offered again")
         version = max(self.engine.weight_versions + self.versions.versions()) + 1
         admitted = {interaction_id: rule for interaction_id, rule in result.manifest}
         manifest = {"parent": parent, "signals": dict(Counter(admitted.values())),
@@ -200,12 +225,19 @@ class LoRALearner:
             await asyncio.to_thread(self.versions.record_serving, version)
             logger.info("weight version %d saved; hot swapping is off, it serves after a restart", version)
             return
+        share = self.config.canary_share
         try:
-            await self.engine.submit_weights(version, result.deltas, parent=parent)
+            await self.engine.submit_weights(version, result.deltas, serve=share == 0, parent=parent)
         except ValueError as exc:  # StaleParent: another version (or a rollback) came first; or a bad delta
             await asyncio.to_thread(self._discard, version)
             again = "; the batch is offered again" if isinstance(exc, StaleParent) else ""
             raise CandidateRejected(f"{exc}{again}") from exc
+        if share > 0:
+            await self.engine.split_weights(version, share)
+            self.canary = Canary(version, parent, share)
+            logger.info("weight version %d (parent %d) serves %.0f%% of new requests as a canary", version, parent,
+                        100 * share)
+            return
         await asyncio.to_thread(self._record_serving, version)
         logger.info("promoted weight version %d (parent %d): %s", version, parent, result.gate.get("target"))
         await self._announce(version)
@@ -238,6 +270,11 @@ class LoRALearner:
     async def serve(self, version: int | None, reason: str = "") -> int:
         """Serve a kept version (``None``: the serving one's parent), loading it from disk if the engine no
         longer holds it; raises ``ValueError`` for a version that is not kept."""
+        if self.canary_running:  # an operator's rollback ends the canary first
+            if version is None:  # "roll back the newest version": the canary
+                await self.end_canary("rolled back", "operator rollback")
+                return self.engine.weight_version
+            await self.end_canary("rolled back", f"operator served version {version}")
         current = self.engine.weight_version
         if version is None:
             version = self._parent_of(current)
@@ -274,8 +311,47 @@ class LoRALearner:
             parent = max([v for v in self.kept() if v < version], default=0)
         return int(parent)
 
+    async def check_canary(self) -> None:
+        """Run the canary's sequential test on the live outcomes so far; promote or roll back when it decides."""
+        canary, store, cfg = self.canary, self.system.store, self.config
+        versions = [canary.parent, canary.version]
+        if hasattr(store, "outcomes_by_version"):
+            outcomes = await self.system.collector.writer.call(
+                lambda: store.outcomes_by_version(versions, canary.started))
+            quality = await self.system.collector.writer.call(
+                lambda: store.quality_by_version(versions, canary.started))
+        else:  # a store that only groups ratings
+            outcomes = await self.system.collector.writer.call(lambda: store.ratings_by_version(versions))
+            quality = {}
+        decision = judge(canary, outcomes[canary.parent], outcomes[canary.version], cfg.canary_min_ratings,
+                         cfg.canary_looks, cfg.canary_alpha, quality)
+        if decision is None and timed_out(canary, cfg.canary_max_seconds):
+            decision = "promoted"
+        if decision is not None:
+            await self.end_canary(decision, canary.reason)
+
+    async def end_canary(self, decision: str, reason: str) -> int:
+        """``promoted``: the canary serves everyone; ``rolled back``: it gets no new requests. Returns it."""
+        canary = self.canary
+        if canary is None or not canary.running:
+            raise ValueError("no canary is running")
+        if decision == "promoted":
+            await self.engine.rollback_weights(canary.version)  # serve it (kept: no disk read)
+            await self.engine.split_weights(None)
+            await asyncio.to_thread(self._record_serving, canary.version)
+        else:
+            await self.engine.split_weights(None)
+            self.notice = f"rolled back canary version {canary.version} to {canary.parent}: {reason}"
+        canary.decision, canary.reason = decision, reason
+        logger.warning("canary version %d %s: %s", canary.version, decision, reason)
+        return canary.version
+
     async def check_live_evidence(self) -> None:
-        """Roll back when explicit ratings of the serving version are clearly worse than its parent's."""
+        """Decide a running canary; else roll back when explicit ratings of the serving version are clearly
+        worse than its parent's."""
+        if self.canary_running:
+            await self.check_canary()
+            return
         version = self.engine.weight_version
         if version == 0 or not self.config.enable_rollback_on_failure:
             return
@@ -318,7 +394,8 @@ class LoRALearner:
         last = self.history[-1] if self.history else None
         return {"learner": "lora", "candidates": len(self.history),
                 "promoted": sum(1 for e in self.history if e["accepted"]), "last": last,
-                "notice": self.notice, **self.backoff.report()}
+                "notice": self.notice, "canary": self.canary.report() if self.canary else None,
+                **self.backoff.report()}
 
     def list_versions(self) -> list[dict[str, Any]]:
         """Kept versions, oldest first, each with its manifest summary and whether it serves."""
@@ -327,6 +404,7 @@ class LoRALearner:
         for v in self.versions.versions():
             m = self.versions.manifest(v)
             rows.append({"version": v, "parent": m.get("parent"), "serving": v == serving,
+                         "canary": self.canary_running and v == self.canary.version,
                          "created": m.get("created"), "signals": m.get("signals", {}),
                          "interactions": len(m.get("interaction_ids", [])),
                          "forgotten_interactions": len(m.get("forgotten_interactions", [])),

@@ -196,6 +196,31 @@ class SQLiteInteractionStore(InteractionStore):
             found[version].append(rating)
         return found
 
+    def outcomes_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, list[float]]:
+        """Live outcomes of responses created since ``since``, by the version of their first token: each explicit
+        rating (``user_satisfaction``), and -1 for a correction (a corrected response was not good)."""
+        found: dict[int, list[float]] = {v: [] for v in versions}
+        marks = ", ".join("?" * len(versions))
+        for version, rating, corrected in self.db.execute(
+                f"SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
+                f"interactions i ON f.response_id = i.id WHERE i.weight_version IN ({marks}) AND i.created >= ? "
+                f"AND i.interaction_type = 'api'",
+                [*versions, since]):
+            if corrected:
+                found[version].append(-1.0)
+            elif rating is not None:
+                found[version].append(rating)
+        return found
+
+    def quality_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, tuple[float | None, int]]:
+        """(mean quality score, responses) of responses created since ``since``, by their first token's version."""
+        marks = ", ".join("?" * len(versions))
+        rows = self.db.execute(f"SELECT weight_version, AVG(quality_score), COUNT(*) FROM interactions WHERE "
+                               f"weight_version IN ({marks}) AND created >= ? AND interaction_type = 'api' "
+                               "GROUP BY weight_version",
+                               [*versions, since])
+        return {v: (q, n) for v, q, n in rows}
+
     # -- training signals (learner's signal policy) ------------------------------------------------------------
     def training_signals(self, since: float, limit: int,
                          unrated_threshold: float | None = None) -> list[TrainingSignal]:

@@ -120,7 +120,9 @@ class OpenAIServingContinuousLearning:
         s = self.system
         rows = ([{"version": 0, "parent": None, "serving": s.weight_version == 0, "base": True}]
                 if s.learner is None else await asyncio.to_thread(s.learner.list_versions))
-        return {"object": "list", "data": rows, "serving": s.weight_version}
+        canary = s.learner.canary if s.learner is not None else None
+        return {"object": "list", "data": rows, "serving": s.weight_version,
+                "canary": canary.report() if canary is not None else None}
 
     async def health(self) -> tuple[dict[str, Any], int]:
         """The health report and its HTTP status: 503 when ``unhealthy`` (store writer or background loop down)

@@ -247,6 +247,7 @@ def usage_of(subs: list[SubRequest]) -> UsageInfo:
 
 def _params_dict(params: SamplingParams) -> dict:
     d = dataclasses.asdict(params)
+    d.pop("routing_key", None)  # the client's ``user``: not a sampling setting
     return {k: v for k, v in d.items() if v not in (None, [], False)}
 
 

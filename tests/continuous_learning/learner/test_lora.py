@@ -46,7 +46,8 @@ def wait_for_version(url: str, version: int, timeout: float) -> None:
 
 def test_learning_update_changes_the_served_weights_through_the_api(tmp_path) -> None:
     args = ["--enable-continuous-learning", "--learning-dir", str(tmp_path), "--learning-min-interactions", "4",
-            "--learning-max-rate", "0.0003", "--learning-background-interval", "3600"]
+            "--learning-max-rate", "0.0003", "--learning-background-interval", "3600",
+            "--learning-canary-share", "0"]  # promoted to everyone at once (test_canary.py covers canaries)
     with RemoteServer(args) as server:
         base = answer_nll(server.url)
         example = {"prompt": QUESTION, "response": ANSWER, "performance_feedback": 0.95,

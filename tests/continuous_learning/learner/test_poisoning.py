@@ -39,7 +39,7 @@ def wait_for_candidates(url: str, n: int, timeout: float) -> dict:
 
 def test_three_facts_in_one_task_and_a_poisoning_flood_never_serves(tmp_path) -> None:
     args = ["--enable-continuous-learning", "--learning-dir", str(tmp_path), "--learning-min-interactions", "3",
-            "--learning-background-interval", "3600"]
+            "--learning-background-interval", "3600", "--learning-canary-share", "0"]
     with RemoteServer(args) as server:
         url = server.url
         assert "Paris" in ask(url, PROTECTED)[0]

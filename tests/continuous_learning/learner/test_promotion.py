@@ -76,6 +76,7 @@ def run(tiny_model_dir, tmp_path, scenario, ratings=None, **config):
         engine = AsyncEngine(LLMEngine(ModelLoadConfig(model=str(tiny_model_dir))))
         engine.start()
         try:
+            config.setdefault("canary_share", 0.0)  # promote at once (test_canary.py covers the canary)
             cfg = ServerSideConfig(learning_dir=str(tmp_path), learner_worker="thread", **config)
             system = System(engine, ratings)
             learner = LoRALearner(system, cfg)
