@@ -30,6 +30,12 @@ class ModelLoadConfig:
     to it before they are queued, so every version has the same shapes and a swap allocates nothing; a bigger
     delta is refused when it is submitted."""
 
+    # -- threads on a shared host (issue 10, "peers"; see aphrodite/engine/threads.py) --
+    num_threads: int | None = None
+    """Intra-op threads of the forward pass on the CPU. Default: $OMP_NUM_THREADS if set, else the cores free
+    when the engine starts (its CPU affinity less what other processes keep busy, sampled over 0.2 s), so a
+    busy neighbour does not leave threads waiting at every barrier for a descheduled one."""
+
     def __post_init__(self) -> None:
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be positive")
@@ -37,6 +43,8 @@ class ModelLoadConfig:
             raise ValueError("hidden_state_dim must be >= 0")
         if self.max_lora_rank < 1:
             raise ValueError("max_lora_rank must be >= 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
