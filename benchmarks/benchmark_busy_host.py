@@ -8,6 +8,7 @@ stops by itself after ``--busy-seconds`` and is killed when the run ends). Confi
   2 threads, passive   one thread per core, OMP_WAIT_POLICY=PASSIVE
   new default     the engine's default: threads from the cores free at start, OMP_WAIT_POLICY=PASSIVE
                   (what the ``aphrodite`` command sets before torch loads)
+  short spin      libgomp's GOMP_SPINCOUNT=20000: waiting threads spin briefly, then sleep
 
 Prints seconds, output tokens/s and busy/quiet per configuration. Goal: busy >= 0.4x quiet.
 
@@ -32,10 +33,12 @@ from aphrodite.engine.llm_engine import builtin_model_dir  # noqa: E402
 
 BUSY_LOOP = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 
-CONFIGS = {  # name -> (threads for the worker (0: engine default), OMP_WAIT_POLICY or None for unset)
-    "old default (2 threads, active wait)": (None, None),
-    "2 threads, passive wait": (None, "PASSIVE"),
-    "new default (free cores, passive wait)": (0, "PASSIVE"),
+CONFIGS = {  # name -> (threads for the worker (None: one per core, 0: engine default), OpenMP wait settings)
+    "old default (2 threads, active wait)": (None, {}),
+    "2 threads, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "new default (free cores, passive wait)": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2 threads, short spin (GOMP_SPINCOUNT=20000)": (None, {"GOMP_SPINCOUNT": "20000"}),
+    "free cores, short spin (GOMP_SPINCOUNT=20000)": (0, {"GOMP_SPINCOUNT": "20000"}),
 }
 
 
@@ -43,10 +46,9 @@ def busy_loops(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)]) for _ in range(n)]
 
 
-def run_config(threads: int, policy: str | None, path: Path, model: Path, timeout: float):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def run_config(threads: int, wait: dict[str, str], path: Path, model: Path, timeout: float):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    env.update(wait)
     return run_peer("aphrodite", path, model, threads, 64, env=env, timeout=timeout)
 
 
@@ -56,6 +58,8 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, nargs=2, default=(8, 128))
     ap.add_argument("--busy-seconds", type=float, default=150, help="each busy loop stops by itself after this")
     ap.add_argument("--timeout", type=float, default=150, help="seconds one configuration's process may take")
+    ap.add_argument("--config", nargs="*", type=int, default=None,
+                    help="run only these configurations (0-based indices into the list above)")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     model = builtin_model_dir()
@@ -69,7 +73,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-busy-") as tmp:
         path = Path(tmp) / "workloads.json"
         wl.save(work, path)
-        for name, (threads, policy) in CONFIGS.items():
+        chosen = [c for i, c in enumerate(CONFIGS.items()) if args.config is None or i in args.config]
+        for name, (threads, policy) in chosen:
             threads = cores if threads is None else threads
             quiet = run_config(threads, policy, path, model, args.timeout)
             loops = busy_loops(cores - 1, args.busy_seconds)
