@@ -13,6 +13,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] != "run":
         print(f"aphrodite: unknown command {argv[0]!r}; the command is 'run'", file=sys.stderr)
         sys.exit(2)
+    from aphrodite.engine.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before anything imports torch: OpenMP reads it once, when it loads
     from aphrodite.endpoints.cli_args import parse_args
     from aphrodite.endpoints.openai.api_server import run_server
 

@@ -36,6 +36,12 @@ class ModelLoadConfig:
     previous version resident while its sequences finish; a step computes every row's delta from its own slot.
     When all slots hold versions with running sequences, new sequences of another version wait."""
 
+    # -- threads on a shared host (issue 10, "peers"; see aphrodite/engine/threads.py) --
+    num_threads: int | None = None
+    """Intra-op threads of the forward pass on the CPU. Default: $OMP_NUM_THREADS if set, else the cores free
+    when the engine starts (its CPU affinity less what other processes keep busy, sampled over 0.2 s), so a
+    busy neighbour does not leave threads waiting at every barrier for a descheduled one."""
+
     def __post_init__(self) -> None:
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be positive")
@@ -45,6 +51,8 @@ class ModelLoadConfig:
             raise ValueError("max_lora_rank must be >= 1")
         if self.max_resident_versions < 1:
             raise ValueError("max_resident_versions must be >= 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

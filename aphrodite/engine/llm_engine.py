@@ -10,6 +10,7 @@ everything else belongs to the thread that calls ``step``.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import time
 from collections import deque
@@ -21,6 +22,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from aphrodite.common.faults import crash_point
+from aphrodite.engine import threads
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.config import CacheConfig, ModelLoadConfig
 from aphrodite.engine.metrics import EngineMetrics
@@ -63,6 +65,7 @@ class LLMEngine:
         self.model_name = load.served_model_name or (
             "aphrodite-builtin" if load.model is None else self.model_dir.resolve().name)
         torch.manual_seed(load.seed)
+        self.num_threads = self._set_threads(load)
         self.tokenizer = Tokenizer(self.model_dir)
         self.model = load_model(self.model_dir, load.dtype, load.resolved_device())
         cfg = self.model.config
@@ -88,6 +91,19 @@ class LLMEngine:
         self._seqs: dict[str, Sequence] = {}
         self._inbox: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()
         self._step_callbacks: list[Callable[["LLMEngine"], None]] = []
+
+    @staticmethod
+    def _set_threads(load: ModelLoadConfig) -> int:
+        """Intra-op threads for a CPU engine (see ``threads.py``); a CUDA engine keeps torch's setting."""
+        if load.resolved_device().type != "cpu":
+            return torch.get_num_threads()
+        requested = load.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or None
+        free = threads.free_cores() if requested is None else 0.0
+        n = threads.choose_num_threads(requested, len(threads.allowed_cpus()), free)
+        torch.set_num_threads(n)
+        logger.info("engine threads: %d (asked: %s, free cores at start: %.1f, OMP_WAIT_POLICY=%s)", n, requested,
+                    free, os.environ.get("OMP_WAIT_POLICY", "unset"))
+        return n
 
     def _num_blocks(self, cache: CacheConfig, sched: SchedulerConfig) -> int:
         per_block = kv_bytes_per_token(self.model) * cache.block_size

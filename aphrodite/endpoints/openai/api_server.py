@@ -8,6 +8,10 @@ import logging
 import os
 from typing import Any
 
+from aphrodite.engine.threads import prefer_passive_wait
+
+prefer_passive_wait()  # ``python -m`` runs this before torch is imported below: OpenMP reads it once, when it loads
+
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
