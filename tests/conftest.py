@@ -19,3 +19,12 @@ from tests.tiny_checkpoints import make_checkpoint
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama checkpoint with a ChatML tokenizer, shared by the whole session."""
     return make_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def operator_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One learning server shared by the console, CLI and dashboard tests (tests/operator_server.py)."""
+    from tests.operator_server import start_operator_server
+
+    with start_operator_server(tiny_model_dir, tmp_path_factory.mktemp("operator") / "learning") as server:
+        yield server

@@ -40,6 +40,15 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("POST", "/v1/learning/learn"): "admin",
     ("POST", "/v1/learning/control"): "admin",
     ("DELETE", "/v1/learning/interactions/{interaction_id}"): "admin",
+    # operator's views and console (docs/console.md); the console's files hold no data: what it shows comes
+    # from the routes above and below, each checked on its own with the key the operator types into the page
+    ("GET", "/v1/learning/timeline"): "user",
+    ("GET", "/v1/learning/curves"): "user",
+    ("GET", "/v1/learning/interactions"): "admin",
+    ("GET", "/v1/learning/versions/{version}/adapter"): "admin",
+    ("GET", "/console"): "public",
+    ("GET", "/console/"): "public",
+    ("GET", "/console/static/{name}"): "public",
 }
 """(method, path pattern) -> who may call it. ``{name}`` matches one path segment; HEAD is treated as GET."""
 
