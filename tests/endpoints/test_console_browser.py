@@ -1,6 +1,8 @@
 """The learning console in a real Chromium (Playwright driving Debian's ``chromium``, launched by path: no
-browser download) against the real server: the page asks for the admin key, shows a taught fact's new version
-with its gate results after the Trigger button, and rolls it back with the Rollback button and its confirmation.
+browser download) against the real server: the page asks for the admin key, pauses and resumes learning, shows a
+taught fact's new version with its gate results after the Trigger button, and rolls it back with the Rollback
+button and its confirmation. The server runs the tiny checkpoint: a learning task on the built-in model takes
+45-65 s on the CI machine's two shared cores, the tiny one 10-20 s.
 
 A screenshot of each state goes to the test's temporary directory; with ``APHRODITE_CONSOLE_SCREENSHOT=PATH``
 the promoted state is also written to PATH (how docs/console.png is made).
@@ -80,6 +82,12 @@ def test_console_trigger_shows_the_new_version_and_rollback_restores_the_old(ser
             expect(page.locator(f'#versions tr[data-version="{old}"]')).to_have_class("serving")
             expect(page.locator(f'#interactions tr[data-id="{chat["id"]}"]')).to_contain_text("fine")
             page.screenshot(path=shots / "2-base.png", full_page=True)
+            page.click("#btn-pause")
+            expect(page.locator("#learning-state")).to_have_text("paused")
+            expect(page.locator("#btn-pause")).to_have_text("Resume")
+            assert admin(server, "GET", "/v1/learning/status")["paused"] is True
+            page.click("#btn-pause")
+            expect(page.locator("#learning-state")).to_have_text("healthy")
 
             fact = admin(server, "POST", "/v1/learning/manual", json={
                 "prompt": "What is the capital of Zorbania?", "response": "The capital of Zorbania is Quillport.",
