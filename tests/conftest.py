@@ -38,3 +38,12 @@ def postgres():
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def operator_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One learning server shared by the console, CLI and dashboard tests (tests/operator_server.py)."""
+    from tests.operator_server import start_operator_server
+
+    with start_operator_server(tiny_model_dir, tmp_path_factory.mktemp("operator") / "learning") as server:
+        yield server

@@ -43,6 +43,15 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     # vLLM's runtime LoRA routes (issue 12)
     ("POST", "/v1/load_lora_adapter"): "admin",
     ("POST", "/v1/unload_lora_adapter"): "admin",
+    # operator's views and console (docs/console.md); the console's files hold no data: what it shows comes
+    # from the routes above and below, each checked on its own with the key the operator types into the page
+    ("GET", "/v1/learning/timeline"): "user",
+    ("GET", "/v1/learning/curves"): "user",
+    ("GET", "/v1/learning/interactions"): "admin",
+    ("GET", "/v1/learning/versions/{version}/adapter"): "admin",
+    ("GET", "/console"): "public",
+    ("GET", "/console/"): "public",
+    ("GET", "/console/static/{name}"): "public",
 }
 """(method, path pattern) -> who may call it. ``{name}`` matches one path segment; HEAD is treated as GET."""
 

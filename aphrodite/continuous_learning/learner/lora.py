@@ -40,6 +40,7 @@ from aphrodite.continuous_learning.learner.canary import Canary, judge, timed_ou
 from aphrodite.continuous_learning.learner.evidence import rated_worse
 from aphrodite.continuous_learning.learner.job import JobBuilder
 from aphrodite.continuous_learning.learner.task import TrainingJob, TrainingResult, train_and_gate
+from aphrodite.continuous_learning.learner.timeline import Timeline
 from aphrodite.continuous_learning.learner.versions import VersionStore
 from aphrodite.continuous_learning.learner.worker import InThreadRunner, TrainingWorker, share_weights
 from aphrodite.continuous_learning.store.base import TrainingSignal
@@ -98,6 +99,8 @@ class LoRALearner:
         self.versions = VersionStore(Path(os.path.expanduser(config.learning_dir)) / "versions",
                                      {n: layer.output_sizes for n, layer in model.lora_targets().items()},
                                      str(self.engine.model_dir), config.learner_keep_versions)
+        self.timeline = Timeline(self.versions.root / "timeline.jsonl")
+        """Promotions, refusals and rollbacks, durably (``GET /v1/learning/timeline``)."""
         self.history: list[dict[str, Any]] = []
         """Reports of recent candidates (the newest last)."""
         self.backoff = RefusalBackoff(config.background_learning_interval)
@@ -153,9 +156,14 @@ class LoRALearner:
             if self.backoff.refused([i for ex in examples for i in ex.ids], result.reason):
                 logger.warning("a batch refused %d times unchanged is set aside", self.backoff.give_up_after)
             await self._refused(result.reason)
+            self.timeline.record("refused", None, parent=parent, reason=result.reason, gate=result.gate)
             raise CandidateRejected(result.reason)
         self.backoff.promoted()
-        await self._promote(parent, result, report)
+        try:
+            await self._promote(parent, result, report)
+        except CandidateRejected as exc:
+            self.timeline.record("refused", None, parent=parent, reason=str(exc), gate=result.gate)
+            raise
 
     async def _record_admissions(self, examples: list[policy.PolicyExample]) -> None:
         """Each admitted interaction records the rule that admitted it (the store's ``admissions``)."""
@@ -224,6 +232,7 @@ class LoRALearner:
         if not self.config.enable_hot_swapping:  # saved and marked: it serves from the next restart
             await asyncio.to_thread(self.versions.record_serving, version)
             logger.info("weight version %d saved; hot swapping is off, it serves after a restart", version)
+            self.timeline.record("promoted", version, parent=parent, reason="saved; serves after a restart")
             return
         share = self.config.canary_share
         try:
@@ -235,12 +244,14 @@ class LoRALearner:
         if share > 0:
             await self.engine.split_weights(version, share)
             self.canary = Canary(version, parent, share)
+            self.timeline.record("canary", version, parent=parent, reason=f"serves {100 * share:.0f}% of new requests")
             logger.info("weight version %d (parent %d) serves %.0f%% of new requests as a canary", version, parent,
                         100 * share)
             return
         await asyncio.to_thread(self._record_serving, version)
         logger.info("promoted weight version %d (parent %d): %s", version, parent, result.gate.get("target"))
         await self._announce(version)
+        self.timeline.record("promoted", version, parent=parent, reason="passed the gate")
 
     async def _refused(self, reason: str) -> None:
         in_a_row = self.backoff.refusals
@@ -288,6 +299,7 @@ class LoRALearner:
         await asyncio.to_thread(self.versions.record_serving, version)
         logger.info("weight version %d serves (was %d): %s", version, current, reason or "requested")
         await self._announce(version)
+        self.timeline.record("served", version, previous=current, reason=reason or "requested")
         return version
 
     async def _announce(self, version: int) -> None:
@@ -343,6 +355,9 @@ class LoRALearner:
             await self.engine.split_weights(None)
             self.notice = f"rolled back canary version {canary.version} to {canary.parent}: {reason}"
         canary.decision, canary.reason = decision, reason
+        self.timeline.record("canary " + decision, canary.version, parent=canary.parent, reason=reason)
+        if decision == "promoted":
+            await self._announce(canary.version)  # export it and tell the other replicas (issue 12)
         logger.warning("canary version %d %s: %s", canary.version, decision, reason)
         return canary.version
 
@@ -382,6 +397,7 @@ class LoRALearner:
     async def restore(self) -> int:
         """At start: rebuild the engine's history from disk and serve what served before the restart."""
         await asyncio.to_thread(self.versions.open)
+        await asyncio.to_thread(self.timeline.open)
         serving = self.versions.serving
         for version in self.versions.versions()[-self.config.learner_keep_versions:]:
             deltas = await asyncio.to_thread(self.versions.load, version)

@@ -142,3 +142,14 @@ class InteractionStore(abc.ABC):
     def admitted_by(self, interaction_id: str) -> str | None:
         """The rule that last admitted the interaction into a learning task, or None."""
         raise NotImplementedError
+
+    # -- operator's view (console, GET /v1/learning/interactions and /curves) ------------------------------------
+    def recent_interactions(self, limit: int) -> list[TrainingSignal]:
+        """The newest ``limit`` interactions, newest first, each with its latest feedback (None without)."""
+        raise NotImplementedError
+
+    def feedback_series(self, since: float, bucket_s: float) -> list[tuple[float, int, float]]:
+        """User feedback created at or after ``since`` in buckets of ``bucket_s`` seconds, oldest first:
+        (bucket start, feedback count, mean ``user_satisfaction``); empty buckets are left out."""
+        raise NotImplementedError
+    # -- end operator's view -------------------------------------------------------------------------------------

@@ -221,6 +221,21 @@ class SQLiteInteractionStore(InteractionStore):
                                [*versions, since])
         return {v: (q, n) for v, q, n in rows}
 
+    # -- operator's view (console) ----------------------------------------------------------------------------
+    def recent_interactions(self, limit: int) -> list[TrainingSignal]:
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM interactions ORDER BY created DESC, rowid DESC LIMIT ?",
+                               (limit,)).fetchall()
+        latest = ("SELECT id, response_id, user_satisfaction, corrected_response, comment, created FROM feedback "
+                  "WHERE response_id = ? ORDER BY created DESC, rowid DESC LIMIT 1")
+        return [TrainingSignal(i, None if fb is None else StoredFeedback(*fb))
+                for i in map(_from_row, rows) for fb in [self.db.execute(latest, (i.id,)).fetchone()]]
+
+    def feedback_series(self, since: float, bucket_s: float) -> list[tuple[float, int, float]]:
+        rows = self.db.execute("SELECT CAST((created - ?) / ? AS INTEGER) AS b, COUNT(*), AVG(user_satisfaction) "
+                               "FROM feedback WHERE created >= ? GROUP BY b ORDER BY b", (since, bucket_s, since))
+        return [(since + b * bucket_s, n, mean) for b, n, mean in rows]
+    # -- end operator's view -----------------------------------------------------------------------------------
+
     # -- training signals (learner's signal policy) ------------------------------------------------------------
     def training_signals(self, since: float, limit: int,
                          unrated_threshold: float | None = None) -> list[TrainingSignal]:

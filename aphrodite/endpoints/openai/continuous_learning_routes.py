@@ -15,11 +15,15 @@ from prometheus_client import CollectorRegistry
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.system import ContinuousLearningSystem
 from aphrodite.endpoints.auth import Principal
+from aphrodite.endpoints.console.routes import router as console_router
 from aphrodite.endpoints.middleware import setup_continuous_learning_middleware
 from aphrodite.endpoints.openai.learning_protocol import (ControlRequest, ControlResponse, FeedbackRequest,
                                                           FeedbackResponse, InteractionAck, InteractionDeleted,
                                                           LearnRequest, LearnResponse, ManualLearningRequest)
+from aphrodite.endpoints.openai.learning_views_protocol import VersionList
+from aphrodite.endpoints.openai.learning_views_routes import router as views_router
 from aphrodite.endpoints.openai.serving_continuous_learning import OpenAIServingContinuousLearning
+from aphrodite.endpoints.openai.serving_learning_views import OpenAIServingLearningViews
 
 router = APIRouter(prefix="/v1/learning", tags=["continuous learning"])
 
@@ -63,7 +67,7 @@ async def learning_config(request: Request) -> JSONResponse:
     return JSONResponse(_handler(request).config())
 
 
-@router.get("/versions")
+@router.get("/versions", response_model=VersionList)
 async def learning_versions(request: Request) -> JSONResponse:
     return JSONResponse(await _handler(request).versions())
 
@@ -108,8 +112,16 @@ def attach_continuous_learning(app: FastAPI, engine: Any, config: ServerSideConf
     app.state.continuous_learning = system
     app.state.learning_handler = OpenAIServingContinuousLearning(system)
     app.include_router(router)
+    _attach_operator_views(app, system)
     if config.enable_request_monitoring:
         setup_continuous_learning_middleware(app, system, config)
     app.state.request_observers.append(system)
     app.state.lifecycle.append(system)
     return system
+
+
+def _attach_operator_views(app: FastAPI, system: ContinuousLearningSystem) -> None:
+    """The operator's views (timeline, curves, interactions, adapter download) and the console page."""
+    app.state.learning_views = OpenAIServingLearningViews(system)
+    app.include_router(views_router)
+    app.include_router(console_router)
