@@ -50,7 +50,8 @@ def test_prefill_matches_transformers(checkpoint: Path) -> None:
 
 
 def test_paged_decode_matches_transformers(checkpoint: Path) -> None:
-    """Prefill 8 tokens, then feed the rest one at a time through the paged KV cache (block size 4)."""
+    """Prefill 8 (and 11) tokens in two chunks, then feed the rest one at a time through the paged KV cache
+    (block size 4)."""
     tokens = torch.randint(0, 300, (40,), generator=torch.Generator().manual_seed(1)).tolist()
     model = load_model(checkpoint)
     blocks = BlockManager(num_blocks=32, block_size=4)
@@ -61,9 +62,13 @@ def test_paged_decode_matches_transformers(checkpoint: Path) -> None:
     for s in seqs:
         blocks.allocate(s)
     with torch.no_grad():
-        hidden, last = runner._prefill(seqs)
-        for i in range(2):
-            step_logits[i].append(model.compute_logits(hidden[i, last[i]][None])[0])
+        # the prompt in two chunks: the second attends to the first through the cache (chunked prefill)
+        runner._prefill(seqs, [4, 4])
+        for s in seqs:
+            s.num_computed_tokens = 4
+        hidden = runner._prefill(seqs, [s.num_tokens - 4 for s in seqs])
+        for i, s in enumerate(seqs):
+            step_logits[i].append(model.compute_logits(hidden[i, s.num_tokens - 5][None])[0])
         for _ in range(20):
             for i, s in enumerate(seqs):
                 s.output_token_ids.append(tokens[s.num_tokens])
