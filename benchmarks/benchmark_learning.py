@@ -126,10 +126,18 @@ async def load(url: str, clients: int, stop: asyncio.Event, done: list[Done], se
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
 
 
-async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], timeout: float) -> tuple[float, float, int]:
+async def learner_report(client: httpx.AsyncClient, url: str) -> dict:
+    return (await client.get(url + "/v1/learning/metrics")).json()["learning"]["learner"]
+
+
+async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], timeout: float,
+                refusals: list[str]) -> tuple[float, float, int]:
     """Teach one fact; returns (trigger time, seconds from ack to the first response of a newer version,
-    that version). The version is read from the response header of a greedy chat request."""
+    that version). The version is read from the response header of a greedy chat request. A task that the
+    gate refuses is recorded in ``refusals``; the fact then waits in the store for the next task (after the
+    learner's back-off), so its time to learn includes that wait."""
     before = (await client.get(url + "/v1/learning/status")).json()["weight_version"]
+    seen = (await learner_report(client, url))["candidates"]
     r = await client.post(url + "/v1/learning/manual", json={"prompt": fact[0], "response": fact[1],
                                                              "performance_feedback": 1.0,
                                                              "interaction_type": "high_quality_example"})
@@ -138,11 +146,19 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
     triggered = time.monotonic()
     await client.post(url + "/v1/learning/control", json={"action": "trigger"})
     body = {"messages": [{"role": "user", "content": fact[0]}], "max_tokens": 1, "temperature": 0}
+    polls = 0
     while time.monotonic() - acked < timeout:
         r = await client.post(url + "/v1/chat/completions", json=body)
         version = int(r.headers["x-aphrodite-weight-version"])
         if version > before:
             return triggered, time.monotonic() - acked, version
+        polls += 1
+        if polls % 10 == 0:  # about every 0.5 s: did the gate refuse a candidate meanwhile?
+            report = await learner_report(client, url)
+            if report["candidates"] > seen:
+                seen = report["candidates"]
+                if not report["last"]["accepted"]:
+                    refusals.append(f"{fact[0]!r}: {report['last']['reason']}")
         await asyncio.sleep(0.05)
     return triggered, float("nan"), before
 
@@ -166,12 +182,13 @@ async def serve_phase(url: str, args) -> dict:
     out: dict = {}
     idle_facts, load_facts = facts(args.facts)
     async with httpx.AsyncClient(timeout=600) as client:
-        taught = [await teach(client, url, f, args.learn_timeout) for f in idle_facts]
+        out["refusals"] = refusals = []
+        taught = [await teach(client, url, f, args.learn_timeout, refusals) for f in idle_facts]
         out["ttl_idle"], out["v_idle"] = [t[1] for t in taught], [t[2] for t in taught]
         stop, done = asyncio.Event(), []
         loader = asyncio.create_task(load(url, args.clients, stop, done, args.seed))
         await asyncio.sleep(args.idle_window)
-        taught = [await teach(client, url, f, args.learn_timeout) for f in load_facts]
+        taught = [await teach(client, url, f, args.learn_timeout, refusals) for f in load_facts]
         out["ttl_load"], out["v_load"] = [t[1] for t in taught], [t[2] for t in taught]
         triggered, promoted = taught[0][0], time.monotonic()
         await asyncio.sleep(args.idle_window)
@@ -308,7 +325,10 @@ def main() -> None:
     stalls = [s * 1000 for s in swap_stall(16, args.swaps)]
     learning_dir = Path(tempfile.mkdtemp(prefix="bench-learning-"))
     server_args = ["--enable-continuous-learning", "--learning-dir", str(learning_dir),
-                   "--learning-min-interactions", "1", "--learning-background-interval", "3600",
+                   "--learning-min-interactions", "1",
+                   # the background step every 10 s: after a refused candidate the learner backs off for
+                   # 2^n intervals (20 s, 40 s, ...), then the waiting facts go into the next task
+                   "--learning-background-interval", "10",
                    "--learning-canary-share", "0",  # time to learn = until the version serves everyone
                    *args.server_args.split()]
     with RemoteServer(server_args, timeout=300) as server:
@@ -329,6 +349,8 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
     print("|---|---|---|")
     print(f"| swap stall p50 / p99 (16 running sequences, {args.swaps} swaps) | {pct(stalls, 50):.3f} / "
           f"{pct(stalls, 99):.3f} ms | p99 <= 0.3 ms |")
+    print(f"| candidates the gate refused during the phases | {len(res['refusals'])}"
+          f"{': ' + '; '.join(res['refusals']) if res['refusals'] else ''} | |")
     def spread(values: list[float]) -> str:
         learned = [v for v in values if not math.isnan(v)]
         missed = f"; {len(values) - len(learned)} never served" if len(learned) < len(values) else ""
