@@ -14,6 +14,7 @@ def operator_server_args(model_dir: Path, learning_dir: Path) -> list[str]:
     return ["--model", str(model_dir), "--served-model-name", "tiny", "--max-model-len", "128",
             "--admin-key", ADMIN_KEY, "--enable-continuous-learning", "--learning-dir", str(learning_dir),
             "--learning-background-interval", "3600", "--learning-min-interactions", "1",
+            "--learning-canary-share", "0",  # a promotion serves everyone at once (canaries: test_canary_server)
             "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
             "--learning-learner-worker", "thread"]
 

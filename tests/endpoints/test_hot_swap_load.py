@@ -58,7 +58,8 @@ def test_zero_failed_requests_across_20_promotions_and_2_rollbacks(tiny_model_di
             "--learning-background-interval", "0.5", "--learning-min-interactions", "1",
             "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
             "--learning-learner-keep-versions", "32", "--examples-rate", "0", "--examples-daily-quota", "0",
-            "--learning-canary-share", "0"]  # each promotion serves everyone at once
+            "--learning-canary-share", "0",  # each promotion serves everyone at once
+            "--learning-learner-rehearsal-examples", "0"]  # 20 short tasks, not 20 ever longer ones
     served: list[Served] = []
     failures: list[str] = []
     polls: list[tuple[float, float, int]] = []

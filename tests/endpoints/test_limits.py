@@ -63,6 +63,8 @@ def test_body_over_the_limit_is_413_before_parsing(client):
     ({"prompt": "a", "stop": "x" * 9}, "stop"),
     ({"prompt": "a", "stop_token_ids": [1, 2, 3, 4]}, "stop_token_ids"),
     ({"prompt": "word " * 300}, "prompt"),  # 1,500 characters > 64 tokens x 16
+    ({"prompt": [1, 4093862163800112128]}, "prompt"),  # a token id outside the vocabulary (found by fuzzing)
+    ({"prompt": [[1, 2], [-1]]}, "prompt"),
 ])
 def test_request_shape_bounds(client, body, param):
     err = error_of(client.post("/v1/completions", json={"max_tokens": 1, **body}), 400)

@@ -30,6 +30,7 @@ def replica_args(model_dir, learning_dir, url: str, name: str) -> list[str]:
             "--enable-continuous-learning", "--learning-dir", str(learning_dir / name), "--learning-store", url,
             "--learning-replica-id", name, "--learning-fleet-poll-s", "0.5",
             "--learning-background-interval", "3600", "--learning-min-interactions", "1",
+            "--learning-canary-share", "0",  # a promotion serves everyone at once (canaries: test_canary_server)
             "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
             "--learning-learner-worker", "thread", "--learning-feedback-wait-s", "1"]
 

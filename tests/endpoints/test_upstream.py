@@ -39,6 +39,7 @@ def test_the_front_forwards_captures_learns_and_pushes_versions(upstream, tiny_m
         "--model", str(tiny_model_dir), "--served-model-name", "tiny", "--max-model-len", "128",
         "--upstream", upstream.url, "--enable-continuous-learning", "--learning-dir", str(tmp_path / "learning"),
         "--learning-background-interval", "3600", "--learning-min-interactions", "1",
+            "--learning-canary-share", "0",  # a promotion serves everyone at once (canaries: test_canary_server)
         "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
         "--learning-learner-worker", "thread"]))
     import httpx

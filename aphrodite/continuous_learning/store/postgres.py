@@ -280,6 +280,43 @@ class PostgresInteractionStore(InteractionStore):
             found[version].append(rating)
         return found
 
+    def outcomes_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, list[float]]:
+        """As SQLite's: explicit ratings, and -1 for a correction, of served responses since ``since``."""
+        found: dict[int, list[float]] = {v: [] for v in versions}
+        for version, rating, corrected in self._read(
+                "SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
+                "interactions i ON f.response_id = i.id WHERE i.weight_version = ANY(%s) AND i.created >= %s "
+                "AND i.interaction_type = 'api'", (list(versions), since)):
+            if corrected:
+                found[version].append(-1.0)
+            elif rating is not None:
+                found[version].append(rating)
+        return found
+
+    def quality_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, tuple[float | None, int]]:
+        rows = self._read("SELECT weight_version, AVG(quality_score), COUNT(*) FROM interactions WHERE "
+                          "weight_version = ANY(%s) AND created >= %s AND interaction_type = 'api' "
+                          "GROUP BY weight_version", (list(versions), since))
+        return {v: (None if q is None else float(q), n) for v, q, n in rows}
+
+    def recent_interactions(self, limit: int) -> list[TrainingSignal]:
+        """The newest interactions, each with its latest feedback (the console's list)."""
+        cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+        fb_cols = ", ".join(f"f.{c.strip()}" for c in _FEEDBACK_COLS.split(","))
+        rows = self._read(
+            f"SELECT {cols}, {fb_cols} FROM (SELECT * FROM interactions ORDER BY created DESC LIMIT %s) i "
+            "LEFT JOIN LATERAL (SELECT * FROM feedback f WHERE f.response_id = i.id ORDER BY f.created DESC, "
+            "f.seq DESC LIMIT 1) f ON true ORDER BY i.created DESC", (limit,))
+        n = len(_COLUMNS.split(","))
+        return [TrainingSignal(_from_row(row[:n]), None if row[n] is None else StoredFeedback(*row[n:]))
+                for row in rows]
+
+    def feedback_series(self, since: float, bucket_s: float) -> list[tuple[float, int, float]]:
+        """(bucket start, feedback count, mean rating) per ``bucket_s`` seconds since ``since``."""
+        rows = self._read("SELECT FLOOR((created - %s) / %s)::bigint AS b, COUNT(*), AVG(user_satisfaction) "
+                          "FROM feedback WHERE created >= %s GROUP BY b ORDER BY b", (since, bucket_s, since))
+        return [(since + b * bucket_s, n, float(mean)) for b, n, mean in rows]
+
     def training_signals(self, since: float, limit: int,
                          unrated_threshold: float | None = None) -> list[TrainingSignal]:
         cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from aphrodite.endpoints.openai.errors import APIError
 from aphrodite.endpoints.openai.protocol import (CompletionChoice, CompletionLogProbs, CompletionRequest,
                                                  CompletionResponse)
 from aphrodite.endpoints.openai.serving_engine import (OpenAIServing, RequestTrace, SubRequest, api_error_from,
@@ -30,6 +31,7 @@ class OpenAIServingCompletion(OpenAIServing):
             self.limits.check_sampling(req.n, len(raw_prompts), req.stop, req.stop_token_ids)
             self.limits.check_text(max(len(p) if isinstance(p, str) else 0 for p in raw_prompts),
                                    self.engine.max_model_len, "prompt")
+            self._check_token_ids(raw_prompts)
             params = req.to_sampling_params()
             prompts, prompt_text = await self.off_loop(self._tokenize, raw_prompts)
             subs = self.build_subrequests(prompts, params)
@@ -44,6 +46,15 @@ class OpenAIServingCompletion(OpenAIServing):
         body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
                                   usage=usage_of(subs))
         return JSONResponse(body.model_dump(), headers=self.version_header(subs))
+
+    def _check_token_ids(self, raw_prompts: list[str | list[int]]) -> None:
+        """A prompt given as token ids may only hold ids of the tokenizer's vocabulary (a 400, never a 500)."""
+        vocab = self.engine.tokenizer.vocab_size
+        for p in raw_prompts:
+            if not isinstance(p, str) and any(not 0 <= t < vocab for t in p):
+                bad = next(t for t in p if not 0 <= t < vocab)
+                raise APIError(f"prompt token id {bad} is outside the vocabulary [0, {vocab})", 400,
+                               param="prompt", code="invalid_token_id")
 
     def _tokenize(self, raw_prompts: list[str | list[int]]) -> tuple[list[list[int]], str]:
         """Token ids of each prompt and the prompts as one text (runs on the tokenizer thread)."""

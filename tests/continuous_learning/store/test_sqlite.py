@@ -5,7 +5,7 @@ import pytest
 
 from aphrodite.continuous_learning.interaction import interaction_from_finished
 from aphrodite.continuous_learning.store.sqlite import SCHEMA_VERSION, SQLiteInteractionStore
-from aphrodite.continuous_learning.store.base import StoredFeedback, StoreError
+from aphrodite.continuous_learning.store.base import StoreError
 from tests.continuous_learning.fakes import finished
 
 
@@ -80,22 +80,3 @@ def test_cleanup_bounds_the_bytes_the_records_take(tmp_path):
     assert (tmp_path / "learning.db").stat().st_size <= size  # freed pages are reused: the file does not grow
     s.close()
 
-
-def test_recent_interactions_newest_first_with_latest_feedback(store):
-    old, new = scored(0.4, response_id="cmpl-old"), scored(0.8, response_id="cmpl-new")
-    old.created, new.created = 100.0, 200.0
-    store.add_interactions([old, new])
-    store.add_feedback(StoredFeedback("fb-1", old.id, -1.0, None, "bad", 300.0), old)
-    store.add_feedback(StoredFeedback("fb-2", old.id, 0.5, "Better.", None, 400.0), old)
-    recent = store.recent_interactions(10)
-    assert [s.interaction.id for s in recent] == ["cmpl-new", "cmpl-old"]
-    assert recent[0].feedback is None and recent[1].feedback.id == "fb-2"
-    assert [s.interaction.id for s in store.recent_interactions(1)] == ["cmpl-new"]
-
-
-def test_feedback_series_counts_and_averages_by_bucket(store):
-    i = scored(0.5, response_id="cmpl-rated")
-    store.add_interactions([i])
-    for k, (t, rating) in enumerate([(1000.0, 1.0), (1010.0, 0.0), (1130.0, -1.0), (900.0, 1.0)]):
-        store.add_feedback(StoredFeedback(f"fb-{k}", i.id, rating, None, None, t), i)
-    assert store.feedback_series(1000.0, 60.0) == [(1000.0, 2, 0.5), (1120.0, 1, -1.0)]
