@@ -147,7 +147,7 @@ def wait_for_task(client: Client, since: float, wait_s: float, progress: bool) -
             bar.update()
             time.sleep(0.5)
     events = [e for e in client.get("/v1/learning/timeline", limit=50)["data"]
-              if e["time"] >= since and e["kind"] in ("promoted", "refused")]
+              if e["time"] >= since and e["kind"] in ("promoted", "refused", "canary")]
     return events[-1] if events else None
 
 
@@ -162,6 +162,9 @@ def cmd_trigger(client: Client, args: argparse.Namespace) -> tuple[Any, str]:
                                             "policy admitted nothing, or the task failed ('status' counts failures).")
     if verdict["kind"] == "promoted":
         return {**reply, "verdict": verdict}, f"Promoted weight version {verdict['version']}: it serves now."
+    if verdict["kind"] == "canary":
+        return {**reply, "verdict": verdict}, (f"Weight version {verdict['version']} passed the gate and runs as a "
+                                               f"canary ({verdict.get('reason')}); 'status' shows its test.")
     return {**reply, "verdict": verdict}, f"The candidate was refused: {verdict.get('reason')}"
 
 
