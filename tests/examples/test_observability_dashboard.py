@@ -1,6 +1,6 @@
 """The Grafana dashboard in examples/observability/ queries only metrics a running server exports: every
 ``aphrodite:*`` name in its PromQL (panels, template variables, annotations) is a gauge the server exports, or a
-counter's ``_total``, or a histogram's ``_bucket``/``_sum``/``_count``."""
+counter's ``_total``, or a histogram's ``_bucket``/``_sum``/``_count``; and it shows every learning metric."""
 
 from __future__ import annotations
 
@@ -55,3 +55,8 @@ def test_every_metric_the_dashboard_queries_is_exported(operator_server: RemoteS
     assert not missing, f"the dashboard queries metrics the server does not export: {missing}"
     samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert "aphrodite:request_success_total" in samples and "aphrodite:learning_weight_version" in samples
+    # and the converse for learning: every learning metric the server exports has a panel
+    families = {f.name: f.type for f in text_string_to_metric_families(text) if f.name.startswith("aphrodite:learning")}
+    unshown = sorted(name for name, kind in families.items()
+                     if not any(name + suffix in queried for suffix in SUFFIXES.get(kind, ("",))))
+    assert not unshown, f"learning metrics the dashboard does not show: {unshown}"
