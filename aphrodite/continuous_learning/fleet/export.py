@@ -18,16 +18,10 @@ import os
 import shutil
 from pathlib import Path
 
+from aphrodite.continuous_learning.learner.versions import fsync
+
 _DIR_MODE, _FILE_MODE = 0o750, 0o640  # group-readable: the vLLM servers' user shares a group with ours
 _FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AdapterExporter:
@@ -71,24 +65,24 @@ class AdapterExporter:
             os.fsync(f.fileno())
         shutil.copyfile(source / _FILES[1], tmp / _FILES[1])
         os.chmod(tmp / _FILES[1], _FILE_MODE)
-        _fsync(tmp / _FILES[1])
-        _fsync(tmp)
+        fsync(tmp / _FILES[1])
+        fsync(tmp)
         os.rename(tmp, final)
-        _fsync(self.root)
+        fsync(self.root)
 
     def _point(self, target: str | None) -> None:
         link = self.root / self.name
         if target is None:
             if link.is_symlink():
                 link.unlink()
-                _fsync(self.root)
+                fsync(self.root)
             return
         tmp = self.root / f".{self.name}.link-{os.getpid()}"
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
         os.symlink(target, tmp)  # relative: the directory can be mounted elsewhere
         os.replace(tmp, link)
-        _fsync(self.root)
+        fsync(self.root)
 
     def exported(self) -> list[int]:
         """Versions in the export directory, oldest first."""

@@ -32,7 +32,8 @@ from aphrodite.engine.weights import LoRADelta
 CONFIG, WEIGHTS, MANIFEST = "adapter_config.json", "adapter_model.safetensors", "manifest.json"
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """fsync a file or a directory (after a rename, the directory's entry is what must reach the disk)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -53,7 +54,7 @@ def _replace_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     _write_json(tmp, obj)
     os.replace(tmp, path)
-    _fsync(path.parent)
+    fsync(path.parent)
 
 
 class VersionStore:
@@ -98,13 +99,13 @@ class VersionStore:
         state, config = to_peft(deltas, self.sizes, self.base_model)
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS, 0o600)
-        _fsync(tmp / WEIGHTS)
+        fsync(tmp / WEIGHTS)
         _write_json(tmp / CONFIG, config)
         _write_json(tmp / MANIFEST, {"version": version, "created": time.time(), **manifest})
-        _fsync(tmp)
+        fsync(tmp)
         crash_point("version.written")
         os.rename(tmp, final)
-        _fsync(self.root)
+        fsync(self.root)
         crash_point("version.renamed")
         return final
 
@@ -128,7 +129,7 @@ class VersionStore:
         for v in excess:
             shutil.rmtree(self.path(v))
         if excess:
-            _fsync(self.root)
+            fsync(self.root)
         return excess
 
     @property
