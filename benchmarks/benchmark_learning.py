@@ -10,7 +10,9 @@ does learning cost serving?
     the gate's held-out set +<= 2 % over the base model.
 (b) Time to learn: from the acknowledgement of a ``/manual`` example to the first chat response whose
     ``x-aphrodite-weight-version`` header names a version that learned it; ``--facts`` made-up facts one after
-    another idle, then as many under load; median and p90 of each.
+    another idle, then (after a ``reset`` to the base weights, so each phase is a lineage of ``--facts``
+    versions) as many under load; median and p90 of each. A fact the gate refuses three times is set aside by
+    the learner and reported as never served.
 (c) Swap stall inside the engine: ``LLMEngine.swap_seconds`` with 16 running sequences, p50 / p99.
 (d) Serving while learning: 16 streaming clients throughout one phase: an idle window, the ``--facts``
     learning tasks back to back (the learning window: first trigger to last promotion), an idle window;
@@ -55,6 +57,8 @@ def facts(n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     if len(pool) < 2 * n:
         raise SystemExit(f"--facts {n}: only {len(pool)} made-up facts available")
     return pool[:n], pool[n:2 * n]
+GIVE_UP_AFTER = 3
+"""The learner's ``Backoff.give_up_after``: a fact refused this many times is set aside, so waiting is pointless."""
 WORDS = "the model learns from every request about cats rivers numbers cities music books weather".split()
 
 
@@ -146,7 +150,7 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
     triggered = time.monotonic()
     await client.post(url + "/v1/learning/control", json={"action": "trigger"})
     body = {"messages": [{"role": "user", "content": fact[0]}], "max_tokens": 1, "temperature": 0}
-    polls = 0
+    polls = mine = 0
     while time.monotonic() - acked < timeout:
         r = await client.post(url + "/v1/chat/completions", json=body)
         version = int(r.headers["x-aphrodite-weight-version"])
@@ -159,6 +163,10 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
                 seen = report["candidates"]
                 if not report["last"]["accepted"]:
                     refusals.append(f"{fact[0]!r}: {report['last']['reason']}")
+                    mine += 1
+                    if mine >= GIVE_UP_AFTER:  # the learner sets the batch aside: it will not be learned
+                        refusals.append(f"{fact[0]!r}: set aside after {mine} refusals")
+                        break
         await asyncio.sleep(0.05)
     return triggered, float("nan"), before
 
@@ -185,6 +193,10 @@ async def serve_phase(url: str, args) -> dict:
         out["refusals"] = refusals = []
         taught = [await teach(client, url, f, args.learn_timeout, refusals) for f in idle_facts]
         out["ttl_idle"], out["v_idle"] = [t[1] for t in taught], [t[2] for t in taught]
+        # each phase teaches its facts to a lineage of its own: the gate's budgets (held-out perplexity and
+        # protected answers relative to the base model) are spent by a lineage as it learns more facts
+        r = await client.post(url + "/v1/learning/control", json={"action": "reset"})
+        assert r.status_code == 200, r.text
         stop, done = asyncio.Event(), []
         loader = asyncio.create_task(load(url, args.clients, stop, done, args.seed))
         await asyncio.sleep(args.idle_window)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine  # noqa: E402
 
 
-def run_row(engine, facts: list[dict], rehearse: bool) -> list[dict]:
+def run_row(engine, facts: list[dict], rehearse: bool, from_base: bool = False) -> list[dict]:
     from aphrodite.continuous_learning.config import ServerSideConfig
     from aphrodite.continuous_learning.interaction import supplied_interaction
     from aphrodite.continuous_learning.learner import policy
@@ -43,7 +43,7 @@ def run_row(engine, facts: list[dict], rehearse: bool) -> list[dict]:
     for k, fact in enumerate(facts):
         signals = [TrainingSignal(supplied_interaction(fact["question"], fact["answer"], 0.95, "manual", 0, "m"))]
         admitted = policy.admit(signals)
-        job = builder.build(admitted, parent, config.learner_learning_rate, seed=k,
+        job = builder.build(admitted, {} if from_base else parent, config.learner_learning_rate, seed=k,
                             retained=retained[-config.learner_rehearsal_examples:] if rehearse else [])
         t0 = time.monotonic()
         result = train_and_gate(engine.model, job)
@@ -64,6 +64,9 @@ def run_row(engine, facts: list[dict], rehearse: bool) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--facts", type=int, default=6)
+    ap.add_argument("--rows", nargs="+", default=["parent", "none"], choices=["parent", "base", "none"],
+                    help="parent: rehearsal, each task from the parent's deltas; base: rehearsal, each task from "
+                         "the base weights; none: no rehearsal (the baseline)")
     args = ap.parse_args()
     from aphrodite.continuous_learning.learner.gate import BUILTIN_DATA
     from aphrodite.engine.config import ModelLoadConfig
@@ -76,8 +79,10 @@ def main() -> None:
     print(f"machine: {machine()}; built-in model, one torch thread, {len(facts)} facts one per task")
     print("| row | task | fact | accepted | held-out ppl x | steps | s | taught facts still answered |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, rehearse in (("rehearsal (default)", True), ("no rehearsal (baseline)", False)):
-        for k, r in enumerate(run_row(engine, facts, rehearse)):
+    names = {"parent": ("rehearsal, from the parent", True, False), "base": ("rehearsal, from the base", True, True),
+             "none": ("no rehearsal (baseline)", False, False)}
+    for name, rehearse, from_base in (names[r] for r in args.rows):
+        for k, r in enumerate(run_row(engine, facts, rehearse, from_base)):
             verdict = "yes" if r["accepted"] else f"no: {r['reason']}"
             print(f"| {name} | {k + 1} | {r['fact']} | {verdict} | {r['ppl']:.4f} | {r['steps']} | "
                   f"{r['seconds']:.1f} | {r['recalled']} of {r['taught']} |", flush=True)
