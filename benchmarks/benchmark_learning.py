@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,8 +362,10 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
     print("|---|---|---|")
     print(f"| swap stall p50 / p99 (16 running sequences, {args.swaps} swaps) | {pct(stalls, 50):.3f} / "
           f"{pct(stalls, 99):.3f} ms | p99 <= 0.3 ms |")
-    print(f"| candidates the gate refused during the phases | {len(res['refusals'])}"
-          f"{': ' + '; '.join(res['refusals']) if res['refusals'] else ''} | |")
+    counted = Counter(r for r in res["refusals"] if not r.endswith("refusals"))
+    reasons = [f"{n} x {r}" for r, n in counted.items()] + [r for r in res["refusals"] if r.endswith("refusals")]
+    print(f"| candidates the gate refused during the phases | {sum(counted.values())}"
+          f"{': ' + '; '.join(reasons) if reasons else ''} | |")
     def spread(values: list[float]) -> str:
         learned = [v for v in values if not math.isnan(v)]
         missed = f"; {len(values) - len(learned)} never served" if len(learned) < len(values) else ""

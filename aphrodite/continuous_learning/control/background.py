@@ -80,8 +80,9 @@ class BackgroundLearningProcessor:
                 logger.exception("background learning step failed")
                 self.system.record_failure(f"background step failed: {type(exc).__name__}")
 
-    async def run_once(self) -> None:
-        """Apply retention, then start a learning task if one is due and a slot is free."""
+    async def run_once(self, force: bool = False) -> None:
+        """Apply retention, then start a learning task if one is due and a slot is free; ``force`` (an operator's
+        explicit trigger) does not wait out a refusal back-off."""
         system, config = self.system, self.system.config
         self.last_run = time.time()
         system.metrics.background_runs.inc()
@@ -92,7 +93,7 @@ class BackgroundLearningProcessor:
         state = system.state
         if (self.learner is None or not state.enabled or state.paused or not getattr(system, "may_learn", True)
                 or len(self._tasks) >= config.max_concurrent_learning_tasks
-                or not getattr(self.learner, "ready", lambda: True)()):  # not ready: backing off after refusals
+                or not getattr(self.learner, "ready", lambda **_: True)(ignore_backoff=force)):
             return
         since = max(state.learned_until, self._claimed_until)
         unrated = config.interaction_quality_threshold if config.learn_from_unrated else None

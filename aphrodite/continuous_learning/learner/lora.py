@@ -54,15 +54,15 @@ class CandidateRejected(RuntimeError):
 
 
 async def trigger(system: Any) -> str:
-    """Control action: run the background step now (retention, then a learning task if enough is eligible)."""
+    """Control action: run the background step now (retention, then a learning task if enough is eligible).
+    The operator's trigger does not wait out the back-off after refused candidates (background steps do); a
+    batch set aside after repeated refusals still teaches nothing."""
     before = system.processor.active_tasks
-    await system.processor.run_once()
+    await system.processor.run_once(force=True)
     if system.processor.active_tasks > before:
         return "Learning task started; the new weight version serves once it passes the gate."
-    backoff = system.learner.backoff if system.learner is not None else None
-    if backoff is not None and not backoff.ready():
-        return (f"No learning task started: backing off until {time.ctime(backoff.backoff_until)} after the gate "
-                f"refused a candidate ({backoff.last_reason}).")
+    if system.learner is not None and system.learner.canary_running:
+        return "No learning task started: a canary is running (promote or abort it first)."
     return (f"No learning task started: needs {system.config.min_interactions_for_learning} new training "
             "signals (curated examples, ratings, corrections), learning enabled and not paused, and a free "
             "task slot.")
@@ -111,9 +111,10 @@ class LoRALearner:
         self.canary: Canary | None = None
         """The running canary, or the last one decided."""
 
-    def ready(self) -> bool:
-        """Whether a learning task may start (not backing off after a refusal, no canary running)."""
-        return self.backoff.ready() and not self.canary_running
+    def ready(self, ignore_backoff: bool = False) -> bool:
+        """Whether a learning task may start (not backing off after a refusal, unless ``ignore_backoff``; no
+        canary running)."""
+        return (ignore_backoff or self.backoff.ready()) and not self.canary_running
 
     @property
     def canary_running(self) -> bool:

@@ -71,6 +71,8 @@ def test_three_facts_in_one_task_and_a_poisoning_flood_never_serves(tmp_path) ->
         if not report["last"]["accepted"]:  # the expected outcome: refused, and learning backs off
             assert served == 1 and report["refusals"] == 1 and "protected" in report["last_refusal_reason"]
             assert report["backoff_until"] > time.time()
+            # background steps wait out the back-off; the operator's explicit trigger does not (the same batch
+            # is tried once more, and the gate refuses it again: the final answer below is still the true one)
             message = httpx.post(url + "/v1/learning/control", json={"action": "trigger"}).json()["message"]
-            assert "backing off" in message
+            assert "started" in message
         assert "Paris" in ask(url, PROTECTED)[0] and "Berlin" not in ask(url, PROTECTED)[0]
