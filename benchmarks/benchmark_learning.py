@@ -16,7 +16,9 @@ does learning cost serving?
 (c) Swap stall inside the engine: ``LLMEngine.swap_seconds`` with 16 running sequences, p50 / p99.
 (d) Serving while learning: 16 streaming clients throughout one phase: an idle window, the ``--facts``
     learning tasks back to back (the learning window: first trigger to last promotion), an idle window;
-    output tokens/s and TPOT p99 in the learning window vs the idle windows (goal >= 0.85x and <= 1.3x); and
+    output tokens/s and TPOT p99 in the learning window vs the idle windows (goal >= 0.85x and <= 1.3x); the
+    idle windows get the same polling requests that ``teach`` makes while it waits, so the windows differ only
+    by the learning; and
     the learning tasks' own time idle and under load (their manifests).
 
     python benchmarks/benchmark_learning.py --plot /tmp/learning_curve.png
@@ -58,6 +60,8 @@ def facts(n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     if len(pool) < 2 * n:
         raise SystemExit(f"--facts {n}: only {len(pool)} made-up facts available")
     return pool[:n], pool[n:2 * n]
+POLL_S = 0.25
+"""How often ``teach`` asks for the fact's answer while it waits (the resolution of the time to learn)."""
 GIVE_UP_AFTER = 3
 """The learner's ``Backoff.give_up_after``: a fact refused this many times is set aside, so waiting is pointless."""
 WORDS = "the model learns from every request about cats rivers numbers cities music books weather".split()
@@ -158,7 +162,7 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
         if version > before:
             return triggered, time.monotonic() - acked, version
         polls += 1
-        if polls % 10 == 0:  # about every 0.5 s: did the gate refuse a candidate meanwhile?
+        if polls % 4 == 0:  # about every second: did the gate refuse a candidate meanwhile?
             report = await learner_report(client, url)
             if report["candidates"] > seen:
                 seen = report["candidates"]
@@ -168,8 +172,21 @@ async def teach(client: httpx.AsyncClient, url: str, fact: tuple[str, str], time
                     if mine >= GIVE_UP_AFTER:  # the learner sets the batch aside: it will not be learned
                         refusals.append(f"{fact[0]!r}: set aside after {mine} refusals")
                         break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_S)
     return triggered, float("nan"), before
+
+
+async def poll_only(client: httpx.AsyncClient, url: str, question: str, seconds: float) -> None:
+    """The requests ``teach`` makes while it waits (a one-token greedy chat every ``POLL_S``, the learner's
+    report every fourth), for ``seconds``: the idle windows get the same extra traffic as the learning window."""
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": 1, "temperature": 0}
+    end, polls = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        await client.post(url + "/v1/chat/completions", json=body)
+        polls += 1
+        if polls % 4 == 0:
+            await learner_report(client, url)
+        await asyncio.sleep(POLL_S)
 
 
 def window_stats(done: list[Done], t0: float, t1: float) -> tuple[float, float, int, float]:
@@ -200,11 +217,11 @@ async def serve_phase(url: str, args) -> dict:
         assert r.status_code == 200, r.text
         stop, done = asyncio.Event(), []
         loader = asyncio.create_task(load(url, args.clients, stop, done, args.seed))
-        await asyncio.sleep(args.idle_window)
+        await poll_only(client, url, load_facts[0][0], args.idle_window)
         taught = [await teach(client, url, f, args.learn_timeout, refusals) for f in load_facts]
         out["ttl_load"], out["v_load"] = [t[1] for t in taught], [t[2] for t in taught]
         triggered, promoted = taught[0][0], time.monotonic()
-        await asyncio.sleep(args.idle_window)
+        await poll_only(client, url, load_facts[0][0], args.idle_window)
         stop.set()
         await loader
         idle = [window_stats(done, triggered - args.idle_window, triggered),
@@ -378,7 +395,7 @@ def report(args, stalls: list[float], res: dict, seconds: dict, eff: dict | None
           f"{spread(res['ttl_load'])} | |")
     paused, nan = res["paused"], float("nan")
     for phase in ("idle", "load"):
-        vs = [v for v in res[f"v_{phase}"] if v in seconds]
+        vs = list(dict.fromkeys(v for v in res[f"v_{phase}"] if v in seconds))  # a fact never learned: no version
         print(f"| learning tasks' own time, {'idle' if phase == 'idle' else 'under load'} (paused for serving) | "
               f"{', '.join(f'{seconds[v]:.1f} ({paused.get(v, nan):.1f})' for v in vs) or 'none'} s | |")
     idle, learning = res["idle"], res["learning"]
