@@ -120,6 +120,37 @@ def cpu_section(batch: int = 64, steps: int = 1000, units: int = 256) -> None:
     )
 
 
+def threads_section(repeats: int = 3) -> None:
+    """Per-step cost of the CPU scan at one thread and at every core, over the per-step work 2 B N^2: where a
+    second thread starts to pay (``aphrodite/reservoir/threads.py``'s ``MIN_PARALLEL_FLOPS`` comes from here)."""
+    from aphrodite.kernels.reservoir_step import reservoir_scan_reference
+
+    cores, rows = torch.get_num_threads(), []
+    for dtype in (torch.float32, torch.float64):
+        for N in (64, 128, 256, 512):
+            for B in (1, 8, 64, 256):
+                flops = 2 * B * N * N
+                T = max(20, min(2000, int(4e7 / flops)))  # about 20-60 ms of work per measurement
+                g = torch.Generator().manual_seed(0)
+                drive = torch.randn(1, B, T, N, generator=g, dtype=dtype)
+                w = torch.randn(1, N, N, generator=g, dtype=dtype) * (0.9 / N**0.5)
+                lr, x0 = torch.full((1,), 0.3, dtype=dtype), torch.zeros(1, B, N, dtype=dtype)
+                per_step = {}
+                for threads in (1, cores):
+                    torch.set_num_threads(threads)
+                    per_step[threads] = best_time(lambda: reservoir_scan_reference(drive, w, lr, x0), repeats) / T
+                torch.set_num_threads(cores)
+                rows.append([str(dtype).removeprefix("torch."), str(N), str(B), f"{flops / 1e6:.3f}",
+                             f"{per_step[1] * 1e6:.1f}", f"{per_step[cores] * 1e6:.1f}",
+                             f"{per_step[1] / per_step[cores]:.2f}x"])
+    print_table(
+        f"CPU scan per step, 1 thread vs {cores} (machine: {machine()}, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+        ["dtype", "N", "B", "MFLOP / step", "us / step, 1 thread", f"us / step, {cores} threads", "speed-up"],
+        rows,
+    )
+
+
 def gpu_section(peak_tflops: float | None, peak_gbps: float | None) -> None:
     import triton.testing
 
@@ -179,12 +210,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--threads-sweep", action="store_true",
+                        help="also time the CPU scan per step at 1 thread and at every core over B and N")
     parser.add_argument("--peak-tflops", type=float, default=None, help="fp32 FMA peak of the GPU")
     parser.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth of the GPU")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if not args.skip_cpu:
         cpu_section()
+    if args.threads_sweep:
+        threads_section()
     if not args.skip_gpu:
         if torch.cuda.is_available():
             gpu_section(args.peak_tflops, args.peak_gbps)
