@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import torch
 
 from aphrodite.engine import threads
 from aphrodite.engine.config import ModelLoadConfig
@@ -26,3 +29,25 @@ def test_num_threads_flag_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
     load = configs_from_args(parse_args(["--num-threads", "1"]))[1]
     assert load.num_threads == 1
     assert configs_from_args(parse_args([]))[1].num_threads is None
+
+
+def test_the_engine_thread_runs_at_the_engines_count_whatever_another_thread_set_last(tiny_model_dir) -> None:
+    from aphrodite.engine.async_engine import AsyncEngine
+    from aphrodite.engine.llm_engine import LLMEngine
+
+    before = torch.get_num_threads()
+    engine = LLMEngine(ModelLoadConfig(model=str(tiny_model_dir), num_threads=2))
+    torch.set_num_threads(1)  # e.g. a learning thread's own count: a thread started now would inherit it
+
+    async def main() -> int:
+        runner = AsyncEngine(engine)
+        runner.start()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(engine.call_at_safe_point(torch.get_num_threads)), 30)
+        finally:
+            await runner.shutdown()
+
+    try:
+        assert asyncio.run(main()) == engine.num_threads == 2
+    finally:
+        torch.set_num_threads(before)
