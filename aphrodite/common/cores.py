@@ -6,7 +6,8 @@ affinity, less what *other* processes kept busy (``/proc/stat`` per CPU), never 
 
 Two ways to measure: :func:`free_cores` samples for a moment (the engine, once, at start: this process is idle
 meanwhile); :class:`FreeCoreMeter` measures between calls without blocking, subtracting this process's own CPU
-time (a reservoir run, every run: sampling 0.2 s before a 0.1 s run would cost more than it saves).
+time (a reservoir run, every run: sampling 0.2 s before a 0.1 s run would cost more than it saves), and on its
+first call counts the tasks running at that instant.
 
 torch's thread count is per OS thread once set (OpenMP's ``nthreads`` and MKL's local setting), but a thread
 that starts using torch later takes the last value any thread set; :func:`intra_op_threads` sets it for a block
@@ -83,16 +84,19 @@ def choose_num_threads(requested: int | None, allowed: int, free: float) -> int:
 class FreeCoreMeter:
     """Free cores over the time since the previous call: all CPUs' busy time less this process's own.
 
-    The first call (or one after ``max_age_s`` without a call, when the interval would describe the past)
-    samples for ``sample_s``; calls closer together than ``min_interval_s`` return the last estimate, since
-    /proc/stat counts in 10 ms ticks. Not thread-safe: one meter per caller.
+    It never blocks. The first call (or one after ``max_age_s`` without a call, when the interval would
+    describe the past) counts the tasks running right now instead (/proc/loadavg, less this one); calls closer
+    together than ``min_interval_s`` return the last estimate, since /proc/stat counts in 10 ms ticks. Not
+    thread-safe: one meter per caller.
     """
 
-    def __init__(self, min_interval_s: float = 0.05, max_age_s: float = 10.0, sample_s: float = 0.05,
-                 read_stat: Callable[[], str] = _STAT.read_text, clock: Callable[[], float] = time.monotonic,
-                 cpu_clock: Callable[[], float] = time.process_time, cpus: list[int] | None = None) -> None:
-        self.min_interval_s, self.max_age_s, self.sample_s = min_interval_s, max_age_s, sample_s
-        self._read_stat, self._clock, self._cpu_clock = read_stat, clock, cpu_clock
+    def __init__(self, min_interval_s: float = 0.05, max_age_s: float = 10.0,
+                 read_stat: Callable[[], str] = _STAT.read_text,
+                 read_loadavg: Callable[[], str] = Path("/proc/loadavg").read_text,
+                 clock: Callable[[], float] = time.monotonic, cpu_clock: Callable[[], float] = time.process_time,
+                 cpus: list[int] | None = None) -> None:
+        self.min_interval_s, self.max_age_s = min_interval_s, max_age_s
+        self._read_stat, self._read_loadavg, self._clock, self._cpu_clock = read_stat, read_loadavg, clock, cpu_clock
         self.cpus = allowed_cpus() if cpus is None else cpus
         self._last: tuple[float, float, str] | None = None
         """(wall clock, this process's CPU seconds, /proc/stat text) at the previous reading."""
@@ -107,11 +111,12 @@ class FreeCoreMeter:
         if self._last is not None and now - self._last[0] < self.min_interval_s:
             return self.free
         try:
-            if self._last is None or now - self._last[0] > self.max_age_s:
-                self._last = self._reading()
-                time.sleep(self.sample_s)
             reading = self._reading()
-        except OSError:  # no /proc/stat: the load average, which counts this process too
+            if self._last is None or now - self._last[0] > self.max_age_s:
+                running = int(self._read_loadavg().split()[3].split("/")[0])  # "0.50 0.40 0.30 3/412 9876"
+                self._last, self.free = reading, max(0.0, len(self.cpus) - max(0, running - 1))
+                return self.free
+        except (OSError, ValueError, IndexError):  # no /proc: the load average, which counts this process too
             return max(0.0, len(self.cpus) - os.getloadavg()[0])
         (t0, cpu0, stat0), (t1, cpu1, stat1) = self._last, reading
         own = (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else 0.0

@@ -49,6 +49,7 @@ class Host:
 
     def __init__(self) -> None:
         self.now, self.cpu_s, self.jiffies = 100.0, 5.0, {0: [0, 0], 1: [0, 0]}  # cpu -> [busy, idle]
+        self.running = 1  # tasks running now (/proc/loadavg), this one included
 
     def advance(self, seconds: float, busy: dict[int, float], own_cores: float) -> None:
         """``seconds`` pass; CPU i is busy ``busy[i]`` of the time, ``own_cores`` of it this process's."""
@@ -62,26 +63,32 @@ class Host:
         return "".join(f"cpu{c} {b} 0 0 {i} 0 0 0 0\n" for c, (b, i) in self.jiffies.items())
 
     def meter(self) -> cores.FreeCoreMeter:
-        return cores.FreeCoreMeter(sample_s=0.0, read_stat=self.stat, clock=lambda: self.now,
-                                   cpu_clock=lambda: self.cpu_s, cpus=[0, 1])
+        return cores.FreeCoreMeter(read_stat=self.stat, read_loadavg=lambda: f"0.5 0.4 0.3 {self.running}/300 42\n",
+                                   clock=lambda: self.now, cpu_clock=lambda: self.cpu_s, cpus=[0, 1])
 
 
 def test_the_meter_counts_other_processes_only_and_does_not_resample_within_its_interval() -> None:
     host = Host()
     meter = host.meter()
-    assert meter() == pytest.approx(2.0)  # first call: a (here instantaneous) sample of a quiet host
+    assert meter() == pytest.approx(2.0)  # first call: only this task runs now
     host.advance(1.0, {0: 1.0, 1: 1.0}, own_cores=2.0)  # this process used both cores itself
     assert meter() == pytest.approx(2.0)
     host.advance(1.0, {0: 1.0, 1: 1.0}, own_cores=1.0)  # a neighbour took one of them
     assert meter() == pytest.approx(1.0)
     host.advance(0.01, {0: 1.0, 1: 1.0}, own_cores=0.0)  # too soon after the last reading: the last estimate
     assert meter() == pytest.approx(1.0)
-    host.advance(20.0, {0: 1.0, 1: 1.0}, own_cores=0.0)  # a stale reading: sample afresh (here: nothing passes)
+    host.advance(20.0, {0: 0.0, 1: 0.0}, own_cores=0.0)  # a stale reading: count the tasks running now instead
+    host.running = 2
+    assert meter() == pytest.approx(1.0)
+    host.advance(1.0, {0: 1.0, 1: 0.0}, own_cores=0.0)  # and measure from there on
+    assert meter() == pytest.approx(1.0)
+    host.advance(1.0, {0: 0.0, 1: 0.0}, own_cores=0.0)
     assert meter() == pytest.approx(2.0)
 
 
 def test_the_meter_on_this_host_stays_within_the_affinity_mask() -> None:
-    meter = cores.FreeCoreMeter(sample_s=0.01)
+    meter = cores.FreeCoreMeter(min_interval_s=0.0)
+    assert 0.0 <= meter() <= len(cores.allowed_cpus())
     assert 0.0 <= meter() <= len(cores.allowed_cpus())
 
 

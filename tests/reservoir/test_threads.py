@@ -7,7 +7,7 @@ import torch
 
 from aphrodite.common import cores
 from aphrodite.reservoir import DeepTreeESN, Reservoir
-from aphrodite.reservoir.threads import MIN_PARALLEL_FLOPS, choose_threads, step_flops
+from aphrodite.reservoir.threads import MIN_PARALLEL_DRIVE, MIN_PARALLEL_FLOPS, RunThreads, choose_threads, step_flops
 
 
 class Meter:
@@ -21,18 +21,27 @@ class Meter:
         return self.free
 
 
-def test_small_steps_run_on_one_thread_without_reading_the_host() -> None:
+SMALL_STEP, BIG_STEP = MIN_PARALLEL_FLOPS / 2, 4 * MIN_PARALLEL_FLOPS
+SMALL_DRIVE, BIG_DRIVE = MIN_PARALLEL_DRIVE // 2, 4 * MIN_PARALLEL_DRIVE
+
+
+def test_small_work_runs_on_one_thread_without_reading_the_host() -> None:
     meter = Meter(free=8.0)
-    assert choose_threads(MIN_PARALLEL_FLOPS / 2, ceiling=8, meter=meter) == 1 and meter.reads == 0
+    assert choose_threads(SMALL_STEP, SMALL_DRIVE, ceiling=8, free=meter) == RunThreads(1, 1) and meter.reads == 0
+
+
+def test_small_steps_stay_on_one_thread_while_a_large_projection_takes_the_free_cores() -> None:
+    assert choose_threads(SMALL_STEP, BIG_DRIVE, ceiling=2, free=Meter(2.0)) == RunThreads(drive=2, step=1)
+    assert choose_threads(SMALL_STEP, BIG_DRIVE, ceiling=2, free=Meter(1.0)) == RunThreads(drive=1, step=1)
 
 
 def test_large_steps_take_the_free_cores_up_to_the_callers_thread_count() -> None:
-    big = 4 * MIN_PARALLEL_FLOPS
-    assert choose_threads(big, ceiling=2, meter=Meter(2.0)) == 2  # quiet 2-core host
-    assert choose_threads(big, ceiling=2, meter=Meter(1.0)) == 1  # one busy neighbour
-    assert choose_threads(big, ceiling=2, meter=Meter(0.2)) == 1  # never zero
-    assert choose_threads(big, ceiling=1, meter=Meter(8.0)) == 1  # a caller on one thread (the server's predictor)
-    assert choose_threads(big, ceiling=4, meter=Meter(8.0)) == 4
+    assert choose_threads(BIG_STEP, BIG_DRIVE, ceiling=2, free=Meter(2.0)) == RunThreads(2, 2)  # quiet 2-core host
+    assert choose_threads(BIG_STEP, BIG_DRIVE, ceiling=2, free=Meter(1.0)) == RunThreads(1, 1)  # a busy neighbour
+    assert choose_threads(BIG_STEP, BIG_DRIVE, ceiling=2, free=Meter(0.2)) == RunThreads(1, 1)  # never zero
+    assert choose_threads(BIG_STEP, SMALL_DRIVE, ceiling=4, free=Meter(8.0)) == RunThreads(drive=1, step=4)
+    meter = Meter(8.0)  # a caller on one thread (the server's quality predictor): the host is not even read
+    assert choose_threads(BIG_STEP, BIG_DRIVE, ceiling=1, free=meter) == RunThreads(1, 1) and meter.reads == 0
 
 
 def test_step_work_counts_every_sub_reservoir() -> None:
@@ -40,17 +49,19 @@ def test_step_work_counts_every_sub_reservoir() -> None:
     assert step_flops([(1, 64), (2, 64)], 10) == 3 * 2 * 10 * 64 * 64
 
 
-def test_a_reservoir_chooses_per_run_and_an_explicit_count_wins(monkeypatch) -> None:
+def test_a_reservoir_chooses_per_run_and_an_explicit_count_wins() -> None:
+    ceiling = torch.get_num_threads()
     res = Reservoir(256, sr=0.9, seed=0, input_dim=1)
-    assert res.run_threads(64) == 1  # 8.4 MFLOP per step: below the threshold
-    big = int(MIN_PARALLEL_FLOPS / (2 * 256 * 256)) + 1
-    res._meter = Meter(free=1.0)
-    assert res.run_threads(big) == 1  # large, but one core free
     res._meter = Meter(free=64.0)
-    assert res.run_threads(big) == min(64, torch.get_num_threads())
-    assert Reservoir(256, seed=0, input_dim=1, threads=3).run_threads(64) == 3
+    assert res.run_threads(64, 10) == RunThreads(1, 1)  # 8.4 MFLOP per step, 164k projected values: all small
+    assert res.run_threads(64, 1000) == RunThreads(drive=ceiling, step=1)  # 16.4M projected values
+    big = int(MIN_PARALLEL_FLOPS / (2 * 256 * 256)) + 1
+    assert res.run_threads(big, 1000) == RunThreads(ceiling, ceiling)
+    res._meter = Meter(free=1.0)
+    assert res.run_threads(big, 1000) == RunThreads(1, 1)  # large, but one core free
+    assert Reservoir(256, seed=0, input_dim=1, threads=3).run_threads(64, 1000) == RunThreads(3, 3)
     tree = DeepTreeESN(units=32, depth=2, branching=2, seed=0, input_dim=4)
-    assert tree.run_threads(8) == 1
+    assert tree.run_threads(8, 100) == RunThreads(1, 1)
 
 
 def test_a_run_restores_the_callers_thread_count_and_states_match_at_any_count() -> None:
