@@ -1,9 +1,12 @@
 """Reservoir speed against named baselines, with accuracy shown beside every time.
 
 CPU: our batched ``Reservoir.run`` (one GEMM per step over the whole batch) against reservoirpy
-0.4 (one NumPy step per sequence per time step) on the *same* reservoir (its W, W_in imported):
-64 Mackey-Glass sequences of 1,000 steps, N = 256. Shown: wall time, speed-up, largest state
-difference, and the test RMSE of a one-step-forecast Ridge readout trained on each one's states.
+0.4's own batched call, ``Reservoir.run`` on the (64, 1000, 1) array (one NumPy step per sequence per
+time step, float64), on the *same* reservoir (its W, W_in imported): 64 Mackey-Glass sequences of
+1,000 steps, N = 256. Ours at the default threads (chosen per run, ``aphrodite/reservoir/threads.py``)
+in float32 (our default) and float64 (reservoirpy's), then at 1 and at every core fixed. Shown: threads
+used, wall time, speed-up, largest state difference, and the test RMSE of a one-step-forecast Ridge
+readout trained on each one's states.
 
 GPU (only when CUDA is available): the Triton scan kernel against the PyTorch eager loop (one
 cuBLAS GEMM per step) and cuDNN ``nn.RNN(tanh)`` (lr = 1, so the same recurrence), end to end
@@ -15,7 +18,8 @@ step plus the drive read and state write, at the card's fp32 (non-tensor-core) F
 
 Usage::
 
-    python benchmarks/benchmark_reservoir.py [--skip-cpu] [--skip-gpu] [--peak-tflops X --peak-gbps Y]
+    python benchmarks/benchmark_reservoir.py [--skip-cpu] [--skip-gpu] [--threads-sweep]
+                                             [--peak-tflops X --peak-gbps Y]
 """
 
 from __future__ import annotations
@@ -77,45 +81,79 @@ def cpu_section(batch: int = 64, steps: int = 1000, units: int = 256) -> None:
     y = series[1:].reshape(batch, steps, 1)  # one-step-ahead targets
     n_train, warmup = batch * 3 // 4, 100
 
-    rp = RpyReservoir(units, sr=1.25, lr=0.3, seed=0)  # reservoirpy's README settings, 256 units
+    rp = RpyReservoir(units, sr=1.25, lr=0.3, seed=0)  # reservoirpy's README settings, 256 units; float64
     rp.initialize(u[0])
     rp_states = None
 
     def rpy_run() -> None:
         nonlocal rp_states
         rp.reset()
-        rp_states = np.stack(rp.run(list(u)))  # (B, T, N)
+        rp_states = rp.run(u)  # its own batched call: (B, T, 1) array in, (B, T, N) out, every sequence from 0
 
     rows, results = [], {}
     t_rpy = best_time(rpy_run, repeats=2)
     readout = RpyRidge(ridge=1e-5).fit(list(rp_states[:n_train]), list(y[:n_train]), warmup=warmup)
     pred = np.stack(readout.run(list(rp_states[n_train:])))
-    results["reservoirpy 0.4.2 (float64, sparse W)"] = (t_rpy, rp_states, pred)
-    all_threads = torch.get_num_threads()
-    # reservoirpy steps with single-threaded NumPy/SciPy: compare at 1 thread, then at all cores
-    for dtype, threads in (("float32", 1), ("float64", 1), ("float32", all_threads)):
-        torch.set_num_threads(threads)
+    results["reservoirpy 0.4.2 `Reservoir.run` (float64, sparse W)"] = (t_rpy, "1 / 1", rp_states, pred)
+    cores = torch.get_num_threads()
+    # the default threads (chosen per run: threads=None), then fixed counts for like-for-like rows
+    for dtype, threads in (("float32", None), ("float64", None), ("float32", 1), ("float64", 1),
+                           ("float32", cores), ("float64", cores)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EchoStatePropertyWarning)  # sr = 1.25: rho ~ 1.07, as in the README
-            ours = Reservoir.from_matrices(rp.W, rp.Win, rp.bias, lr=0.3, dtype=dtype)
+            ours = Reservoir.from_matrices(rp.W, rp.Win, rp.bias, lr=0.3, dtype=dtype, threads=threads)
         u_t = torch.from_numpy(u)
+        chosen = ours.run_threads(batch, steps)
+        used = f"{chosen.drive} / {chosen.step}"
         states = ours.run(u_t, x0=torch.zeros(units))
-        # fewer repeats with all threads: on a busy host one such run can take seconds
-        t_ours = best_time(lambda: ours.run(u_t, x0=torch.zeros(units)), repeats=5 if threads == 1 else 2)
+        # fewer repeats with several threads: on a busy host one such run can take seconds
+        t_ours = best_time(lambda: ours.run(u_t, x0=torch.zeros(units)), repeats=5 if chosen.step == 1 else 2)
         ridge = Ridge(ridge=1e-5).fit(states[:n_train], torch.from_numpy(y[:n_train]), warmup=warmup)
         pred = ridge.run(states[n_train:].double()).numpy()
-        results[f"aphrodite Reservoir ({dtype}, batched, {threads} thread{'s' * (threads > 1)})"] = (
-            t_ours, states.double().numpy(), pred,
+        label = "default threads" if threads is None else f"{threads} thread{'s' * (threads > 1)} fixed"
+        results[f"aphrodite `Reservoir.run` ({dtype}, batched, {label})"] = (
+            t_ours, str(used), states.double().numpy(), pred,
         )  # fmt: skip
-    torch.set_num_threads(all_threads)
-    for name, (t, states, pred) in results.items():
+    for name, (t, used, states, pred) in results.items():
         rmse = np.sqrt(np.mean((pred[:, warmup:] - y[n_train:, warmup:]) ** 2))
         rows.append([
-            name, f"{t * 1e3:.1f}", f"{t_rpy / t:.1f}x", f"{np.abs(states - rp_states).max():.1e}", f"{rmse:.3e}",
+            name, used, f"{t * 1e3:.1f}", f"{t_rpy / t:.1f}x", f"{np.abs(states - rp_states).max():.1e}", f"{rmse:.3e}",
         ])  # fmt: skip
     print_table(
-        f"CPU: B={batch} sequences x T={steps} steps, N={units}, same matrices (machine: {machine()})",
-        ["method", "run time (ms)", "speed-up", "max |state - reservoirpy|", "forecast test RMSE"],
+        f"CPU: B={batch} sequences x T={steps} steps, N={units}, same matrices (machine: {machine()}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+        ["method", "threads (drive / step)", "run time (ms)", "speed-up", "max |state - reservoirpy|", "forecast test RMSE"],
+        rows,
+    )
+
+
+def threads_section(repeats: int = 3) -> None:
+    """Per-step cost of the CPU scan at one thread and at every core, over the per-step work 2 B N^2: where a
+    second thread starts to pay (``aphrodite/reservoir/threads.py``'s ``MIN_PARALLEL_FLOPS`` comes from here)."""
+    from aphrodite.kernels.reservoir_step import reservoir_scan_reference
+
+    cores, rows = torch.get_num_threads(), []
+    for dtype in (torch.float32, torch.float64):
+        for N in (64, 128, 256, 512):
+            for B in (1, 8, 64, 256):
+                flops = 2 * B * N * N
+                T = max(20, min(2000, int(4e7 / flops)))  # about 20-60 ms of work per measurement
+                g = torch.Generator().manual_seed(0)
+                drive = torch.randn(1, B, T, N, generator=g, dtype=dtype)
+                w = torch.randn(1, N, N, generator=g, dtype=dtype) * (0.9 / N**0.5)
+                lr, x0 = torch.full((1,), 0.3, dtype=dtype), torch.zeros(1, B, N, dtype=dtype)
+                per_step = {}
+                for threads in (1, cores):
+                    torch.set_num_threads(threads)
+                    per_step[threads] = best_time(lambda: reservoir_scan_reference(drive, w, lr, x0), repeats) / T
+                torch.set_num_threads(cores)
+                rows.append([str(dtype).removeprefix("torch."), str(N), str(B), f"{flops / 1e6:.3f}",
+                             f"{per_step[1] * 1e6:.1f}", f"{per_step[cores] * 1e6:.1f}",
+                             f"{per_step[1] / per_step[cores]:.2f}x"])
+    print_table(
+        f"CPU scan per step, 1 thread vs {cores} (machine: {machine()}, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')})",
+        ["dtype", "N", "B", "MFLOP / step", "us / step, 1 thread", f"us / step, {cores} threads", "speed-up"],
         rows,
     )
 
@@ -179,12 +217,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--threads-sweep", action="store_true",
+                        help="also time the CPU scan per step at 1 thread and at every core over B and N")
     parser.add_argument("--peak-tflops", type=float, default=None, help="fp32 FMA peak of the GPU")
     parser.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth of the GPU")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if not args.skip_cpu:
         cpu_section()
+    if args.threads_sweep:
+        threads_section()
     if not args.skip_gpu:
         if torch.cuda.is_available():
             gpu_section(args.peak_tflops, args.peak_gbps)

@@ -11,6 +11,8 @@ import logging
 import threading
 from typing import AsyncIterator, Callable, TypeVar
 
+import torch
+
 from aphrodite.engine.llm_engine import LLMEngine
 from aphrodite.engine.outputs import RequestOutput
 from aphrodite.engine.sampling_params import SamplingParams
@@ -80,6 +82,9 @@ class AsyncEngine:
             await asyncio.to_thread(self._thread.join, 10)
 
     def _run(self) -> None:
+        # torch's thread count is per OS thread, and a new thread takes the last count any thread set (a learning
+        # thread's one, say): this thread sets the engine's own before its first forward pass
+        torch.set_num_threads(self.engine.num_threads)
         try:
             while not self._stop:
                 if not self.engine.has_pending_work():

@@ -21,8 +21,8 @@ from typing import Callable, TypeVar
 import torch
 from prometheus_client import CollectorRegistry
 
+from aphrodite.common import cores
 from aphrodite.common.faults import crash_point
-from aphrodite.engine import threads
 from aphrodite.engine.block_manager import BlockManager
 from aphrodite.engine.config import CacheConfig, ModelLoadConfig
 from aphrodite.engine.metrics import EngineMetrics
@@ -94,12 +94,13 @@ class LLMEngine:
 
     @staticmethod
     def _set_threads(load: ModelLoadConfig) -> int:
-        """Intra-op threads for a CPU engine (see ``threads.py``); a CUDA engine keeps torch's setting."""
+        """Intra-op threads for a CPU engine (see ``common/cores.py``, and ``threads.py`` for the wait policy); a
+        CUDA engine keeps torch's setting."""
         if load.resolved_device().type != "cpu":
             return torch.get_num_threads()
         requested = load.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or None
-        free = threads.free_cores() if requested is None else 0.0
-        n = threads.choose_num_threads(requested, len(threads.allowed_cpus()), free)
+        free = cores.free_cores() if requested is None else 0.0
+        n = cores.choose_num_threads(requested, len(cores.allowed_cpus()), free)
         torch.set_num_threads(n)
         logger.info("engine threads: %d (asked: %s, free cores at start: %.1f, OMP_WAIT_POLICY=%s)", n, requested,
                     free, os.environ.get("OMP_WAIT_POLICY", "unset"))

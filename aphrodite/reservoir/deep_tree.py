@@ -9,15 +9,18 @@ width. Keep ``units <= 128`` for the kernel's register-resident path (one GPU bl
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from aphrodite.common.cores import FreeCoreMeter, intra_op_threads
 from aphrodite.reservoir.bank import ReservoirBank
 from aphrodite.reservoir.checkpoint import Checkpointable
 from aphrodite.reservoir.matrices import bias_vector, check_echo_state_property, input_matrix, recurrent_matrix
 from aphrodite.reservoir.sequences import Series, as_batch
+from aphrodite.reservoir.threads import RunThreads, choose_threads, step_flops
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -49,6 +52,10 @@ class DeepTreeESN(Checkpointable):
         Storage of the recurrent W (default: ``dtype``).
     device, backend : str
         Where tensors live; "auto", "triton" or "torch" scan (see ``reservoir_scan``).
+    threads : int, optional
+        torch intra-op threads of a CPU run. Default: chosen per run, for the input projection and for the
+        scan's steps apart, from their work and the cores other processes leave free, never above the
+        caller's ``torch.get_num_threads()`` (see ``threads.py``).
 
     Examples
     --------
@@ -76,6 +83,7 @@ class DeepTreeESN(Checkpointable):
         weight_dtype: str | None = None,
         device: str = "cpu",
         backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if units < 1 or depth < 1 or branching < 1:
             raise ValueError(f"units, depth and branching must be >= 1, got {units}, {depth}, {branching}")
@@ -90,6 +98,10 @@ class DeepTreeESN(Checkpointable):
         self.input_to_children, self.seed = input_to_children, seed
         self.dtype, self.weight_dtype = _DTYPES[dtype], _DTYPES[weight_dtype or dtype]
         self.device, self.backend = torch.device(device), backend
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        self._meter: FreeCoreMeter | None = None  # made on the first run that needs it
         self.levels: list[ReservoirBank] = []
         self.state: torch.Tensor | None = None  # (B, output_dim) after the last run
         if input_dim is not None:
@@ -176,21 +188,39 @@ class DeepTreeESN(Checkpointable):
             self.initialize(batch.data.shape[-1])
         if batch.data.shape[-1] != self.input_dim:
             raise ValueError(f"input has {batch.data.shape[-1]} features, the reservoir expects {self.input_dim}")
-        states, self.state = self._forward(batch.data, batch.lengths, self._initial_state(batch.data.shape[0], x0))
+        B, T, _ = batch.data.shape
+        threads = self.run_threads(B, T) if self.device.type == "cpu" else None  # CUDA: kernels, idle CPU threads
+        states, self.state = self._forward(batch.data, batch.lengths, self._initial_state(B, x0), threads)
         if batch.ragged:
             states.masked_fill_(~batch.mask()[..., None], 0.0)
         return batch.restore(states)
 
+    def run_threads(self, batch: int, steps: int) -> RunThreads:
+        """torch threads a CPU run of ``batch`` x ``steps`` uses now (``threads``, else chosen: ``threads.py``)."""
+        if self.threads is not None:
+            return RunThreads(self.threads, self.threads)
+        if self._meter is None:
+            self._meter = FreeCoreMeter()
+        flops = step_flops([(bank.count, bank.units) for bank in self.levels], batch)
+        values = sum(bank.count * bank.units for bank in self.levels) * batch * steps
+        return choose_threads(flops, values, torch.get_num_threads(), self._meter)
+
     def _forward(
-        self, u: torch.Tensor, lengths: torch.Tensor, x0: torch.Tensor
+        self, u: torch.Tensor, lengths: torch.Tensor, x0: torch.Tensor, threads: RunThreads | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        def using(n: int) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext() if threads is None else intra_op_threads(n)
+
         B, T, _ = u.shape
         rows, last = torch.arange(B, device=self.device), lengths.to(self.device)
         outs, parent, offset = [], None, 0
         for bank in self.levels:
             R, N = bank.count, bank.units
             level_x0 = x0[:, offset : offset + R * N].reshape(B, R, N).transpose(0, 1).contiguous()  # (R, B, N)
-            out = bank.scan(bank.drive(u, parent), level_x0, lengths, self.backend)  # (R, B, T+1, N)
+            with using(threads.drive if threads else 0):
+                drive = bank.drive(u, parent)  # (R, B, T, N)
+            with using(threads.step if threads else 0):
+                out = bank.scan(drive, level_x0, lengths, self.backend)  # (R, B, T+1, N)
             parent, offset = out[:, :, 1:], offset + R * N  # (R, B, T, N)
             outs.append(out)
         # (B, F) and (B, T, F): sub-reservoirs side by side, breadth-first
@@ -208,7 +238,7 @@ class DeepTreeESN(Checkpointable):
             "bias": self.bias, "input_to_children": self.input_to_children, "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
             "weight_dtype": str(self.weight_dtype).removeprefix("torch."),
-            "device": str(self.device), "backend": self.backend,
+            "device": str(self.device), "backend": self.backend, "threads": self.threads,
         }  # fmt: skip
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -36,8 +36,8 @@ class Reservoir(DeepTreeESN):
         Bias drawn uniformly in [-bias, bias] (0: none).
     seed : int, optional
         NumPy seed for the matrices.
-    dtype, weight_dtype, device, backend
-        See :class:`DeepTreeESN`.
+    dtype, weight_dtype, device, backend, threads
+        See :class:`DeepTreeESN` (``threads``: chosen per run by default).
 
     Examples
     --------
@@ -62,11 +62,13 @@ class Reservoir(DeepTreeESN):
         weight_dtype: str | None = None,
         device: str = "cpu",
         backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         super().__init__(
             units=units, depth=1, branching=1, lr=lr, sr=sr, input_scaling=input_scaling,
             rc_connectivity=rc_connectivity, input_connectivity=input_connectivity, bias=bias, seed=seed,
             input_dim=input_dim, dtype=dtype, weight_dtype=weight_dtype, device=device, backend=backend,
+            threads=threads,
         )  # fmt: skip
 
     @classmethod

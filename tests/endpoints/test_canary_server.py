@@ -1,14 +1,22 @@
 """A canary through the public API: a share of users get the candidate (the header says which version answered),
-their ratings go through /v1/learning/feedback, and the background step promotes or rolls it back."""
+their ratings go through /v1/learning/feedback, and the background step promotes or rolls it back.
+
+Two ways: in-process with injected candidate deltas (the decision's details and metrics), and in a real server
+process that trains the candidate itself from a curated example (the whole path a user sees; about 20 s for both
+cases). Learning is paused once the canary runs, since every rating is also a training signal."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from aphrodite.engine.weights import routing_fraction
 from tests.continuous_learning.fakes import system_of
 from tests.continuous_learning.learner.test_promotion import BATCH, Runner, deltas, result
+from tests.server_process import RemoteServer
 
 USERS = [f"user-{i}" for i in range(40)]
 CANARY_USERS = [u for u in USERS if routing_fraction(u) < 0.5][:4]
@@ -61,3 +69,99 @@ def test_a_canary_is_rolled_back_on_clearly_worse_ratings_and_promoted_on_equal_
         assert "rolled back canary version 1 to 0" in status["learner_notice"]
     else:
         assert canary["decision"] == "promoted" and after["serving"] == 1 and status["weight_version"] == 1
+
+
+# -- a canary the server trained itself, in a real server process ------------------------------------------------
+# Above, the candidate's deltas are injected; here a curated example is taught, the learner trains and gates a real
+# candidate, and clients that know nothing of the routing tell the two arms apart by the version header only.
+
+DEADLINE_S = 60.0
+
+
+def until(what: str, check):
+    end = time.monotonic() + DEADLINE_S
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def chat(client: httpx.Client, user: str) -> tuple[str, int]:
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hello"}],
+                                                   "max_tokens": 2, "user": user})
+    assert r.status_code == 200, r.text
+    return r.json()["id"], int(r.headers["x-aphrodite-weight-version"])
+
+
+def start_trained_canary(client: httpx.Client) -> dict:
+    """Teach one curated example and trigger learning; returns the versions list once the canary runs."""
+    r = client.post("/v1/learning/manual", json={"prompt": "What is the capital of Zembla?",
+                                                 "response": "The capital of Zembla is Onhava.",
+                                                 "performance_feedback": 0.9})
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/learning/control", json={"action": "trigger"})
+    assert r.status_code == 200 and "started" in r.json()["message"], r.text
+    versions = until("the trained candidate to start as a canary",
+                     lambda: (v := client.get("/v1/learning/versions").json())["canary"] and v)
+    # hold further learning: the ratings below are training signals too, and a new task would start a new version
+    assert client.post("/v1/learning/control", json={"action": "pause"}).status_code == 200
+    return versions
+
+
+def rate_until(client: httpx.Client, canary: int, parent: int, canary_rating: float, canary_n: int,
+               parent_n: int) -> dict[int, int]:
+    """Chat as many users; rate each response by the arm its header names until both arms have enough ratings."""
+    rated = {canary: 0, parent: 0}
+    for i in range(200):  # bounded: about half of the users land on the canary
+        if rated[canary] >= canary_n and rated[parent] >= parent_n:
+            return rated
+        response_id, version = chat(client, f"user-{i % 40}")
+        assert version in rated, f"version {version} answered while {canary} ran as a canary of {parent}"
+        if rated[version] >= (canary_n if version == canary else parent_n):
+            continue
+        r = client.post("/v1/learning/feedback", json={
+            "response_id": response_id, "user_satisfaction": canary_rating if version == canary else 1.0})
+        assert r.status_code == 200, r.text
+        rated[version] += 1
+    raise AssertionError(f"too few responses of each arm in 200 requests: {rated}")
+
+
+def decide(client: httpx.Client) -> dict:
+    """Run the background step (its canary check) and wait until the canary is decided."""
+    assert client.post("/v1/learning/control", json={"action": "trigger"}).status_code == 200
+    return until("the canary's decision",
+                 lambda: not (v := client.get("/v1/learning/versions").json())["canary"]["running"] and v)
+
+
+@pytest.mark.parametrize("canary_rating", [-1.0, 1.0], ids=["rated-worse", "rated-equal"])
+def test_a_trained_canary_is_judged_on_live_ratings_through_the_api(tiny_model_dir, tmp_path,
+                                                                    canary_rating) -> None:
+    args = ["--model", str(tiny_model_dir), "--served-model-name", "tiny", "--max-model-len", "128",
+            "--enable-continuous-learning", "--learning-dir", str(tmp_path / "learning"),
+            "--learning-background-interval", "3600", "--learning-min-interactions", "1",
+            "--learning-quality-predictor", "none", "--no-learning-learner-protect-shipped-facts",
+            "--learning-learner-worker", "thread", "--learning-learner-rehearsal-examples", "0",
+            "--learning-canary-share", "0.5", "--learning-canary-min-ratings", "4", "--learning-canary-looks", "2"]
+    with RemoteServer(args) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        during = start_trained_canary(client)
+        canary, parent = during["canary"]["version"], during["canary"]["parent"]
+        assert parent == during["serving"] == 0 and canary == 1 and during["canary"]["share"] == 0.5
+        # look 1 needs 4 ratings on each arm; rated equal, look 2 needs 8 on the canary
+        rated = rate_until(client, canary, parent, canary_rating, 4 if canary_rating < 0 else 8, 4)
+        after = decide(client)
+        verdict = after["canary"]
+        assert verdict["counts"]["canary"]["rated"] == rated[canary]
+        assert verdict["counts"]["parent"]["rated"] == rated[parent]
+        if canary_rating < 0:
+            assert verdict["decision"] == "rolled back" and verdict["look"] == 1 and after["serving"] == parent
+            assert "worse than its parent at look 1 of 2" in verdict["reason"] and verdict["p_value"] < 0.05 / 2
+            expected = parent
+        else:
+            assert verdict["decision"] == "promoted" and verdict["look"] == 2 and after["serving"] == canary
+            assert "not worse than its parent at any of 2 looks" in verdict["reason"]
+            expected = canary
+        assert [row["version"] for row in after["data"] if row["serving"]] == [expected]
+        # every user, those who had the canary and those who had the parent, now gets one version
+        assert {chat(client, f"user-{i}")[1] for i in range(12)} == {expected}

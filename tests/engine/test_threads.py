@@ -1,45 +1,14 @@
-"""The engine's thread choice and wait policy (behaviour only; timing is the busy-host benchmark's job)."""
+"""The engine's wait policy and --num-threads flag (the free-core logic: tests/common/test_cores.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import torch
 
 from aphrodite.engine import threads
 from aphrodite.engine.config import ModelLoadConfig
-
-STAT_BEFORE = """cpu  200 0 100 1000 0 0 0 0 0 0
-cpu0 100 0 50 500 0 0 0 0 0 0
-cpu1 100 0 50 500 0 0 0 0 0 0
-intr 12345
-"""
-# over the interval cpu0 was busy the whole time (a neighbour's busy loop), cpu1 idle the whole time
-STAT_AFTER = """cpu  300 0 100 1100 0 0 0 0 0 0
-cpu0 200 0 50 500 0 0 0 0 0 0
-cpu1 100 0 50 600 0 0 0 0 0 0
-intr 12399
-"""
-
-
-def test_busy_fraction_counts_only_allowed_cpus() -> None:
-    assert threads.busy_fraction(STAT_BEFORE, STAT_AFTER, [0, 1]) == pytest.approx(1.0)
-    assert threads.busy_fraction(STAT_BEFORE, STAT_AFTER, [0]) == pytest.approx(1.0)
-    assert threads.busy_fraction(STAT_BEFORE, STAT_AFTER, [1]) == pytest.approx(0.0)
-    assert threads.busy_fraction(STAT_BEFORE, STAT_BEFORE, [0, 1]) == 0.0  # no time passed: nothing busy
-
-
-def test_thread_choice_follows_free_cores() -> None:
-    assert threads.choose_num_threads(None, allowed=2, free=2.0) == 2  # quiet host: every core
-    assert threads.choose_num_threads(None, allowed=2, free=1.0) == 1  # one busy neighbour per other core
-    assert threads.choose_num_threads(None, allowed=2, free=0.0) == 1  # never zero
-    assert threads.choose_num_threads(None, allowed=8, free=5.6) == 6
-    assert threads.choose_num_threads(None, allowed=4, free=9.0) == 4  # never more than allowed
-    assert threads.choose_num_threads(3, allowed=2, free=0.0) == 3  # an explicit request wins
-
-
-def test_free_cores_is_within_the_affinity_mask() -> None:
-    free = threads.free_cores(sample_s=0.05)
-    assert 0.0 <= free <= len(threads.allowed_cpus())
-
 
 def test_passive_wait_is_a_default_not_an_override() -> None:
     env: dict[str, str] = {}
@@ -60,3 +29,25 @@ def test_num_threads_flag_is_generated(monkeypatch: pytest.MonkeyPatch) -> None:
     load = configs_from_args(parse_args(["--num-threads", "1"]))[1]
     assert load.num_threads == 1
     assert configs_from_args(parse_args([]))[1].num_threads is None
+
+
+def test_the_engine_thread_runs_at_the_engines_count_whatever_another_thread_set_last(tiny_model_dir) -> None:
+    from aphrodite.engine.async_engine import AsyncEngine
+    from aphrodite.engine.llm_engine import LLMEngine
+
+    before = torch.get_num_threads()
+    engine = LLMEngine(ModelLoadConfig(model=str(tiny_model_dir), num_threads=2))
+    torch.set_num_threads(1)  # e.g. a learning thread's own count: a thread started now would inherit it
+
+    async def main() -> int:
+        runner = AsyncEngine(engine)
+        runner.start()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(engine.call_at_safe_point(torch.get_num_threads)), 30)
+        finally:
+            await runner.shutdown()
+
+    try:
+        assert asyncio.run(main()) == engine.num_threads == 2
+    finally:
+        torch.set_num_threads(before)
