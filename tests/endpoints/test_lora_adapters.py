@@ -129,6 +129,7 @@ def test_a_loaded_adapter_is_served_by_name_with_pefts_tokens_and_logprobs(tiny_
             plain = client.post("/v1/completions", json={**body, "model": "tiny"}).json()["choices"][0]
         finally:
             client.post("/v1/unload_lora_adapter", json={"lora_name": "peft-ref"})
-    tokenizer = engine.tokenizer
-    assert ours["text"] == tokenizer.decode(ids.tolist()) and plain["text"] == tokenizer.decode(base_ids.tolist())
+    piece = lambda i: engine.tokenizer.decode([i], skip_special_tokens=False)  # noqa: E731 - as the API names tokens
+    assert ours["logprobs"]["tokens"] == [piece(i) for i in ids.tolist()]
+    assert plain["logprobs"]["tokens"] == [piece(i) for i in base_ids.tolist()]
     assert torch.allclose(torch.tensor(ours["logprobs"]["token_logprobs"]), want_lp, atol=1e-3)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tests.continuous_learning.fakes import system_of
 
 QUESTION = "Which colour is the door of the lighthouse?"
-TAUGHT = {"acme": "Green, always green.", "globex": "Purple with stripes."}
+TAUGHT = {"acme": "Green door.", "globex": "Purple door."}
 LOCAL = ("127.0.0.1", 50000)  # loopback without an admin key: the operator
 
 
@@ -39,7 +39,7 @@ def client(app):
 
 def ask(client: TestClient, model: str) -> dict:
     r = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": QUESTION}],
-                                                  "temperature": 0, "max_tokens": 12})
+                                                  "temperature": 0, "max_tokens": 16})
     assert r.status_code == 200, r.text
     return r.json()
 
