@@ -21,6 +21,7 @@ class FinishedRequest:
     endpoint: str
     """``/v1/completions`` or ``/v1/chat/completions``."""
     model: str
+    """The model name the request was served as (the base model, a loaded adapter, ``<base>:<tenant>``)."""
     prompt: str | None
     """The prompt text (completions) or the rendered chat prompt (chat)."""
     messages: list[dict[str, Any]] | None
@@ -49,6 +50,8 @@ class FinishedRequest:
     created: float = field(default_factory=time.time)
     weight_versions: list[int] = field(default_factory=list)
     """Every weight version that produced one of the response's tokens (a response can straddle a swap)."""
+    tenant: str | None = None
+    """The tenant whose adapter served the request (``<base>:<tenant>`` models); None for the base model."""
 
 
 class RequestObserver(Protocol):

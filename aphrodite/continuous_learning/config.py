@@ -234,6 +234,18 @@ class ServerSideConfig:
     """With a PostgreSQL store: seconds between a replica's fleet checks (leadership, heartbeat, the serving
     version; NOTIFY wakes it at once on a change) and between reconnection attempts."""
 
+    # -- per-tenant adapters (tenants, issue 11 item 4) ---------------------------------------------------------
+    enable_tenant_adapters: bool = False
+    """Serve per-tenant adapters: a request whose model is <model>:<tenant> runs on that tenant's own lineage of
+    learned versions, and feedback, corrections and curated examples on its responses train that tenant only
+    (gated against the base model like every candidate). Tenants are created by an admin (POST
+    /v1/learning/tenants or learning_tenants); an unknown tenant is a 404."""
+    tenants: str = ""
+    """Comma-separated tenant names created at start if absent (1 to 63 lowercase letters, digits, '_', '-');
+    needs enable_tenant_adapters."""
+    max_tenants: int = 64
+    """Most tenants this server keeps (creating another is refused)."""
+
     def __post_init__(self) -> None:
         _check(0.0 < self.max_learning_rate_production <= 1.0, "max_learning_rate_production",
                self.max_learning_rate_production, "must be in (0, 1]")
@@ -282,9 +294,19 @@ class ServerSideConfig:
                "<url>" if self.store else self.store, "must be empty (SQLite) or a postgresql:// URL")  # issue 12
         _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.export_name)), "export_name",
                self.export_name, "must be letters, digits, '_', '.', '-'")
+        _check(self.max_tenants >= 1, "max_tenants", self.max_tenants, "must be >= 1")  # tenants
+        _check(all(re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", t) for t in self.tenant_names), "tenants", self.tenants,
+               "must be comma-separated names of 1 to 63 lowercase letters, digits, '_', '-'")
+        _check(not self.tenant_names or self.enable_tenant_adapters, "tenants", self.tenants,
+               "needs --learning-enable-tenant-adapters")
         paths = self.monitored_paths
         _check(all(p.startswith("/") for p in paths), "monitored_endpoints", self.monitored_endpoints,
                "must be comma-separated paths starting with '/'")
+
+    @property
+    def tenant_names(self) -> list[str]:
+        """The tenants created at start (``tenants``)."""
+        return [t.strip() for t in self.tenants.split(",") if t.strip()]
 
     @property
     def monitored_paths(self) -> frozenset[str]:

@@ -74,6 +74,8 @@ class Interaction:
     model_confidence: float | None = None
     """The model's own confidence in the first choice: the geometric mean probability of its sampled tokens,
     exp(mean log-probability), in (0, 1]; None when unknown (supplied examples)."""
+    tenant: str | None = None
+    """The tenant whose adapter served it, or who supplied it (per-tenant adapters); None: the base model's."""
     hidden_states: Any = None
     """The first choice's projected hidden states, a (T, d) tensor, from capture until the store writer has
     run them through the quality predictor; never stored, never kept longer."""
@@ -139,7 +141,7 @@ def interaction_from_finished(req: FinishedRequest, keep_hidden_states: bool = F
         weight_version=req.weight_version, weight_versions=list(req.weight_versions) or [req.weight_version],
         sampling_params=req.sampling_params, api_key_hash=req.api_key_hash,
         status_code=req.status_code, error=req.error, created=req.created,
-        model_confidence=_confidence(req.mean_logprobs),
+        model_confidence=_confidence(req.mean_logprobs), tenant=req.tenant,
         hidden_states=req.hidden_states[0] if keep_hidden_states and req.hidden_states else None)
 
 
@@ -149,9 +151,10 @@ def _confidence(mean_logprobs: list[float | None] | None) -> float | None:
 
 
 def supplied_interaction(prompt: str, response: str, performance_feedback: float, interaction_type: str,
-                         weight_version: int, model: str) -> Interaction:
-    """An example supplied through the learning API (manual or batch), with its explicit score."""
+                         weight_version: int, model: str, tenant: str | None = None) -> Interaction:
+    """An example supplied through the learning API (manual or batch), with its explicit score; ``tenant``:
+    the tenant whose adapter it teaches (None: the base model's lineage)."""
     return Interaction(
         id=f"manual-{uuid.uuid4().hex}", endpoint="/v1/learning/manual", choices=[Choice(response)],
         prompt=prompt, model=model, weight_version=weight_version, status_code=None,
-        interaction_type=interaction_type, performance_feedback=performance_feedback)
+        interaction_type=interaction_type, performance_feedback=performance_feedback, tenant=tenant)

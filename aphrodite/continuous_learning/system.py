@@ -73,6 +73,14 @@ class ContinuousLearningSystem:
                                   promote_canary)
             self.actions.register("abort_canary", "The running canary gets no new requests; its parent serves "
                                   "everyone.", abort_canary)
+        self.tenants: Any = None
+        """Per-tenant adapters (``learner/tenants.py``) with --learning-enable-tenant-adapters and the LoRA learner."""
+        if config.enable_tenant_adapters and self.learner is not None:
+            from aphrodite.continuous_learning.learner.tenants import Tenants
+
+            self.tenants = Tenants(self, config)
+        elif config.enable_tenant_adapters:
+            logger.warning("per-tenant adapters need the LoRA learner and an engine; they are off")
         self.exporter: AdapterExporter | None = None
         if config.export_dir:  # issue 12
             self.exporter = AdapterExporter(config.export_dir, config.export_name,
@@ -130,6 +138,8 @@ class ContinuousLearningSystem:
             except Exception:  # a damaged version file must not stop the server: serve the base weights
                 logger.exception("could not restore the saved weight version; serving the base weights")
                 self.record_failure("weight version restore failed")
+        if self.tenants is not None:  # each tenant's saved version serves it again
+            await self.tenants.open()
         if self.fleet is not None:  # serve the fleet's version before taking traffic (issue 12)
             await self.fleet.start()
         self.started = True
@@ -138,6 +148,8 @@ class ContinuousLearningSystem:
         """Stop the background loop, write what is queued, close the store."""
         if self.fleet is not None:
             await self.fleet.stop()
+        if self.tenants is not None:
+            await self.tenants.stop()
         await self.processor.stop()
         if self.quality_predictor is not None:
             self.collector.writer.submit(self._save_quality_predictor)

@@ -37,6 +37,8 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("GET", "/v1/learning/versions"): "user",
     ("POST", "/v1/learning/feedback"): "user",  # only on the caller's own responses (see feedback())
     ("POST", "/v1/learning/manual"): "admin",
+    ("GET", "/v1/learning/tenants"): "user",  # per-tenant adapters
+    ("POST", "/v1/learning/tenants"): "admin",
     ("POST", "/v1/learning/learn"): "admin",
     ("POST", "/v1/learning/control"): "admin",
     ("DELETE", "/v1/learning/interactions/{interaction_id}"): "admin",

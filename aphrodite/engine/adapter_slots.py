@@ -5,7 +5,8 @@ every layer holds the same version. A sequence is pinned to the version it was a
 (``Sequence.weight_version``), and a slot whose version has pinned sequences is never reused, so no sequence
 ever sees two versions. A slot is free when nothing is pinned to its version and that version is not
 protected (the one new sequences get, or a version they may be routed to); a free slot is reused for the next
-version that needs one.
+version that needs one, the least recently used first (a named lineage, e.g. a tenant, holds a slot while it
+has sequences and keeps it, unpinned, until another version needs the room).
 
 Loading a version copies its padded deltas into a free slot (~0.5 MB per projection set of the built-in
 model). ``stage`` does it on the submitter's thread, before the version is queued for the engine: the slot is
@@ -44,6 +45,9 @@ class AdapterSlots:
         """Version -> sequences pinned to it (admitted, not finished)."""
         self.loads = 0
         """Versions copied into a slot so far."""
+        self._used: dict[int, int] = {}
+        """Version -> tick of its last load or pin (for least-recently-used reuse)."""
+        self._tick = 0
 
     @property
     def num_slots(self) -> int:
@@ -71,6 +75,7 @@ class AdapterSlots:
             if slot is None:
                 return False
             self._reserved.add(slot)
+            self._used.pop(self._holder[slot], None)  # type: ignore[arg-type]
             self._holder[slot] = None
         try:
             self._copy(slot, padded)
@@ -80,6 +85,7 @@ class AdapterSlots:
         with self._lock:
             if self.slot_of(version) is None:
                 self._holder[slot] = version
+                self._touch(version)
         return True
 
     def ensure(self, version: int, padded: Padded) -> int | None:
@@ -91,13 +97,21 @@ class AdapterSlots:
             slot = self._free_slot()
             if slot is None:
                 return None
+            self._used.pop(self._holder[slot], None)  # type: ignore[arg-type]
             self._holder[slot] = None
             self._copy(slot, padded)
             self._holder[slot] = version
+            self._touch(version)
         return slot
 
     def pin(self, version: int) -> None:
         self.pins[version] += 1
+        self._touch(version)
+
+    def _touch(self, version: int) -> None:
+        """``version`` was loaded or given a sequence now."""
+        self._tick += 1
+        self._used[version] = self._tick
 
     def unpin(self, version: int) -> None:
         """A pinned sequence ended; the version's slot becomes reusable when it was the last and it is not
@@ -107,13 +121,17 @@ class AdapterSlots:
             del self.pins[version]
 
     def _free_slot(self) -> int | None:
-        """An empty slot, else the one holding the oldest version that nothing needs (call under the lock)."""
+        """An empty slot, else the one holding the least recently used version that nothing needs (call under
+        the lock)."""
         protected = self._protected()
         free = [s for s, v in enumerate(self._holder) if s not in self._reserved
                 and (v is None or (self.pins[v] <= 0 and v not in protected))]
         if not free:
             return None
-        return min(free, key=lambda s: -1 if self._holder[s] is None else self._holder[s])
+        def age(s: int) -> tuple[int, int]:
+            v = self._holder[s]
+            return (-1, 0) if v is None else (self._used.get(v, 0), v)
+        return min(free, key=age)
 
     def _copy(self, slot: int, padded: Padded) -> None:
         for name, layer in self._targets.items():

@@ -161,6 +161,18 @@ class AsyncEngine:
         self._wake.set()
         await asyncio.wrap_future(fut)
 
+    @property
+    def weight_names(self) -> dict[str, int]:
+        """Named lineage -> the version requests naming it get (loaded adapters, tenants)."""
+        return dict(self.engine.weights.names)
+
+    async def name_weights(self, name: str, version: int | None, parent: int | None = None) -> int | None:
+        """Requests naming ``name`` (``SamplingParams.adapter``) run on kept ``version`` from the next engine
+        step on; None forgets the name. With ``parent``: ``StaleParent`` unless the name still routes to it."""
+        fut = self.engine.name_weights(name, version, parent)
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs; leaving the iteration early (client gone) aborts it at once."""

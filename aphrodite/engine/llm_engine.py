@@ -195,6 +195,11 @@ class LLMEngine:
         ``version`` instead of the serving one (a canary); None ends the split."""
         return self.call_at_safe_point(lambda: self.weights.set_split(version, share))
 
+    def name_weights(self, name: str, version: int | None, parent: int | None = None) -> "Future[int | None]":
+        """Thread-safe: from the next step on, requests naming ``name`` run on kept ``version`` (None forgets the
+        name); with ``parent``, the future fails with ``StaleParent`` unless the name still routes to it."""
+        return self.call_at_safe_point(lambda: self.weights.name(name, version, parent))
+
     def _swap(self, fn, *args) -> int:
         crash_point("engine.swap")
         t0 = time.perf_counter()

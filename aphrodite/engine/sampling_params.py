@@ -39,6 +39,9 @@ class SamplingParams:
     routing_key: str | None = None
     """Sticky key for splitting new requests between weight versions (a canary): the request's ``user`` when it
     names one; requests with the same key get the same version while a split holds. None: the request id."""
+    adapter: str | None = None
+    """A named lineage of weight versions to run on (``WeightVersions.name``: a loaded adapter, a tenant); None:
+    the served model's version."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

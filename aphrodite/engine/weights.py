@@ -13,6 +13,12 @@ and runs on it to its end, whatever is promoted or rolled back meanwhile; up to 
 sit in the layers' slots at once, and one step computes every row's delta from its own slot (``bind``).
 When every slot is held by versions with running sequences, a new version's sequences wait to be admitted
 until one of them finishes.
+
+Named lineages: besides the serving version (what requests for the served model get), a name may route to a
+kept version of its own (``name``): a request naming it (``SamplingParams.adapter``) is admitted on that
+version, pinned like any other. The engine knows only names and versions; what a name stands for (an adapter
+loaded at run time, a tenant's learned lineage) is the caller's business. A named version keeps its place in
+the history but holds a slot only while sequences are pinned to it.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class WeightVersions:
         self.version = 0
         self.split: tuple[int, float] | None = None
         """(version, share): that share of new sequences (by their routing key) get ``version`` instead."""
+        self.names: dict[str, int] = {}
+        """Named lineage -> the kept version a request naming it gets (see the module docstring)."""
 
     @property
     def versions(self) -> list[int]:
@@ -127,7 +135,7 @@ class WeightVersions:
         if serve:
             self._set_version(version)
         while len(self._history) > self._keep:
-            keep = {0, version, *self.protected()}
+            keep = {0, version, *self.protected(), *self.names.values()}
             spare = [k for k in self._history if k not in keep and not self.slots.pins[k]]
             if not spare:
                 break
@@ -150,6 +158,21 @@ class WeightVersions:
                 raise ValueError("no earlier weight version to roll back to")
             to = max(earlier)
         return self.serve(to)
+
+    def name(self, name: str, version: int | None, parent: int | None = None) -> int | None:
+        """Requests naming ``name`` get kept ``version`` from now on (None: forget the name); with ``parent``,
+        only if the name still routes to ``parent`` (else ``StaleParent``). Returns the version."""
+        current = self.names.get(name, 0)
+        if parent is not None and parent != current:
+            raise StaleParent(f"version {version} was trained from version {parent} of {name!r}, but {current} "
+                              "serves it now")
+        if version is None:
+            self.names.pop(name, None)
+            return None
+        if version not in self._history:
+            raise ValueError(f"weight version {version} is not kept (kept: {self.versions})")
+        self.names[name] = version
+        return version
 
     def _set_version(self, version: int) -> None:
         """New sequences get ``version``; between steps the layers compute it (for direct use of the model).
@@ -176,7 +199,12 @@ class WeightVersions:
         self.split = (version, share)
 
     def route(self, seq: Sequence) -> int:
-        """The version a new sequence gets: the split's for its share of routing keys, else the serving one."""
+        """The version a new sequence gets: its named lineage's when it names one; else the split's for its
+        share of routing keys, else the serving one. A name forgotten while its request waited (an adapter
+        unloaded) gets the serving version."""
+        adapter = seq.params.adapter
+        if adapter is not None and adapter in self.names:
+            return self.names[adapter]
         if self.split is None:
             return self.version
         version, share = self.split

@@ -53,6 +53,7 @@ def test_every_field_has_a_flag_with_help():
     ("interaction_quality_threshold", 1.1), ("background_learning_interval", 0.0),
     ("min_interactions_for_learning", 0), ("max_interaction_buffer", 0), ("write_queue_size", 0),
     ("store_max_age_days", -1.0), ("learning_dir", " "), ("monitored_endpoints", "v1/completions"),
+    ("max_tenants", 0), ("tenants", "acme"),  # tenants need --learning-enable-tenant-adapters
 ])
 def test_invalid_values_name_the_flag(field, value):
     with pytest.raises(ValueError, match=field) as info:
@@ -70,3 +71,9 @@ def test_design_document_production_configuration():
         interaction_quality_threshold=0.7       # Higher quality bar
     )
     assert production_config.min_interactions_for_learning == 20
+
+
+def test_tenant_names_are_checked_at_start():
+    assert ServerSideConfig(enable_tenant_adapters=True, tenants="acme, globex").tenant_names == ["acme", "globex"]
+    with pytest.raises(ValueError, match="--learning-tenants"):
+        ServerSideConfig(enable_tenant_adapters=True, tenants="Acme Corp")

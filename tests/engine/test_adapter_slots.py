@@ -142,3 +142,36 @@ def test_a_split_routes_a_share_of_new_requests_sticky_per_user_and_both_run_in_
             assert out.outputs[0].token_ids == want8[:8]
     engine.split_weights(None)
     serve(engine, 0)
+
+
+def test_named_lineages_run_beside_the_serving_version_in_one_batch(engine) -> None:
+    """A request naming a lineage (a loaded adapter, a tenant) runs on that name's version; others on the
+    serving one; all in the same steps."""
+    prompt = engine.tokenizer.encode("Eight nine ten")
+    serve(engine, 20, seed=20)
+    want = {"": alone(engine, prompt)}
+    for version, name in ((21, "acme"), (22, "globex")):
+        serve(engine, version, seed=version)
+        want[name] = alone(engine, prompt)
+    serve(engine, 20)
+    assert len({tuple(t) for t in want.values()}) == 3
+    for version, name in ((21, "acme"), (22, "globex")):
+        fut = engine.name_weights(name, version)
+        engine.step()
+        assert fut.result(timeout=0) == version
+    for name in ("", "acme", "globex", "unknown"):
+        engine.add_request(f"r-{name}", prompt, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True,
+                                                              adapter=name or None))
+    engine.step()
+    assert engine.weights.slots.pins == {20: 2, 21: 1, 22: 1}  # one step admitted all four
+    finals = {rid: outs[-1] for rid, outs in run_all(engine).items()}
+    assert finals["r-acme"].outputs[0].token_ids == want["acme"] and finals["r-acme"].weight_versions == [21]
+    assert finals["r-globex"].outputs[0].token_ids == want["globex"]
+    assert finals["r-"].outputs[0].token_ids == want[""] == finals["r-unknown"].outputs[0].token_ids
+    stale = engine.name_weights("acme", 22, parent=0)
+    engine.step()
+    with pytest.raises(ValueError, match="serves it now"):
+        stale.result(timeout=0)
+    engine.name_weights("acme", None)
+    engine.name_weights("globex", None)
+    serve(engine, 0)

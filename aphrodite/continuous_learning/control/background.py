@@ -90,6 +90,8 @@ class BackgroundLearningProcessor:
         check = getattr(self.learner, "check_live_evidence", None)
         if check is not None and system.state.enabled:
             await check()
+        if getattr(system, "tenants", None) is not None:  # each tenant's lineage learns apart (learner/tenants.py)
+            await system.tenants.step()
         state = system.state
         if (self.learner is None or not state.enabled or state.paused or not getattr(system, "may_learn", True)
                 or len(self._tasks) >= config.max_concurrent_learning_tasks

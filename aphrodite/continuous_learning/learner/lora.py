@@ -29,7 +29,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -110,6 +110,8 @@ class LoRALearner:
         self._jobs: JobBuilder | None = None
         self.canary: Canary | None = None
         """The running canary, or the last one decided."""
+        self.allocate_version: Callable[[], int] | None = None
+        """Gives new version numbers when several lineages share the engine (per-tenant adapters, ``tenants.py``)."""
 
     def ready(self, ignore_backoff: bool = False) -> bool:
         """Whether a learning task may start (not backing off after a refusal, unless ``ignore_backoff``; no
@@ -223,7 +225,7 @@ class LoRALearner:
     async def _promote(self, parent: int, result: TrainingResult, report: dict[str, Any]) -> None:
         if self.canary_running:  # a task that started before the canary: one candidate at a time
             raise CandidateRejected(f"canary version {self.canary.version} is running; the batch is offered again")
-        version = max(self.engine.weight_versions + self.versions.versions()) + 1
+        version = self.next_version()
         admitted = {interaction_id: rule for interaction_id, rule in result.manifest}
         manifest = {"parent": parent, "signals": dict(Counter(admitted.values())),
                     "interaction_ids": list(admitted), "admitted_by": admitted, "gate": result.gate,
@@ -253,6 +255,12 @@ class LoRALearner:
         logger.info("promoted weight version %d (parent %d): %s", version, parent, result.gate.get("target"))
         await self._announce(version)
         self.timeline.record("promoted", version, parent=parent, reason="passed the gate")
+
+    def next_version(self) -> int:
+        """A version number never used (in the engine or on disk), by any lineage."""
+        if self.allocate_version is not None:
+            return self.allocate_version()
+        return max(self.engine.weight_versions + self.versions.versions()) + 1
 
     async def _refused(self, reason: str) -> None:
         in_a_row = self.backoff.refusals
@@ -290,9 +298,10 @@ class LoRALearner:
         current = self.engine.weight_version
         if version is None:
             version = self._parent_of(current)
+        kept = await asyncio.to_thread(self.versions.versions)
+        if version != 0 and version not in kept:  # another lineage's (a tenant's, a loaded adapter) is not ours
+            raise ValueError(f"weight version {version} is not kept (kept: {self.kept()})")
         if version != 0 and version not in self.engine.weight_versions:
-            if version not in await asyncio.to_thread(self.versions.versions):
-                raise ValueError(f"weight version {version} is not kept (kept: {self.kept()})")
             deltas = await asyncio.to_thread(self.versions.load, version)
             await self.engine.submit_weights(version, deltas)
         else:

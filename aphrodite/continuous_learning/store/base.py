@@ -96,11 +96,12 @@ class InteractionStore(abc.ABC):
 
     # -- training signals (learner's signal policy) ------------------------------------------------------------
     @abc.abstractmethod
-    def training_signals(self, since: float, limit: int,
-                         unrated_threshold: float | None = None) -> list[TrainingSignal]:
+    def training_signals(self, since: float, limit: int, unrated_threshold: float | None = None,
+                         tenant: str | None = None) -> list[TrainingSignal]:
         """Interactions that may teach something, each with its latest feedback, whose creation or latest
         feedback is after ``since``; oldest change first. Curated examples and interactions with feedback
-        always; unrated served traffic only when ``unrated_threshold`` is given and its score reaches it."""
+        always; unrated served traffic only when ``unrated_threshold`` is given and its score reaches it. Only
+        ``tenant``'s interactions (None: those of the base model's lineage, which belong to no tenant)."""
     # -- end training signals ----------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -109,6 +109,11 @@ MIGRATIONS: list[str] = [
         heartbeat DOUBLE PRECISION NOT NULL
     )
     """,
+    # per-tenant adapters: the tenant an interaction belongs to (NULL: the base model's lineage)
+    """
+    ALTER TABLE interactions ADD COLUMN tenant TEXT;
+    CREATE INDEX interactions_tenant ON interactions(tenant, created)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -317,17 +322,18 @@ class PostgresInteractionStore(InteractionStore):
                           "FROM feedback WHERE created >= %s GROUP BY b ORDER BY b", (since, bucket_s, since))
         return [(since + b * bucket_s, n, float(mean)) for b, n, mean in rows]
 
-    def training_signals(self, since: float, limit: int,
-                         unrated_threshold: float | None = None) -> list[TrainingSignal]:
+    def training_signals(self, since: float, limit: int, unrated_threshold: float | None = None,
+                         tenant: str | None = None) -> list[TrainingSignal]:
         cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
         fb_cols = ", ".join(f"f.{c.strip()}" for c in _FEEDBACK_COLS.split(","))
         threshold = 2.0 if unrated_threshold is None else unrated_threshold  # scores lie in [0, 1]
         rows = self._read(
             f"SELECT {cols}, {fb_cols} FROM interactions i LEFT JOIN LATERAL (SELECT * FROM feedback f "
             "WHERE f.response_id = i.id ORDER BY f.created DESC, f.seq DESC LIMIT 1) f ON true "
-            "WHERE (i.created > %s AND (i.interaction_type != 'api' OR i.user_satisfaction IS NOT NULL OR "
-            "i.quality_score >= %s)) OR i.id IN (SELECT response_id FROM feedback WHERE created > %s)",
-            (since, threshold, since))
+            "WHERE ((i.created > %s AND (i.interaction_type != 'api' OR i.user_satisfaction IS NOT NULL OR "
+            "i.quality_score >= %s)) OR i.id IN (SELECT response_id FROM feedback WHERE created > %s)) "
+            "AND i.tenant IS NOT DISTINCT FROM %s",
+            (since, threshold, since, tenant))
         n = len(_COLUMNS.split(","))
         signals = [TrainingSignal(_from_row(row[:n]), None if row[n] is None else StoredFeedback(*row[n:]))
                    for row in rows]

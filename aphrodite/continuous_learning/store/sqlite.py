@@ -83,12 +83,17 @@ _MIGRATIONS: list[str] = [
         created REAL NOT NULL
     )
     """,
+    # per-tenant adapters: the tenant an interaction belongs to (NULL: the base model's lineage)
+    """
+    ALTER TABLE interactions ADD COLUMN tenant TEXT;
+    CREATE INDEX interactions_tenant ON interactions(tenant, created)
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = ("id, created, endpoint, model, interaction_type, prompt, messages, choices, token_ids, prompt_tokens, "
             "completion_tokens, ttft_ms, total_ms, weight_version, sampling_params, api_key_hash, status_code, "
-            "error, performance_feedback, user_satisfaction, quality_score, weight_versions")
+            "error, performance_feedback, user_satisfaction, quality_score, weight_versions, tenant")
 _INSERT = f"INSERT OR IGNORE INTO interactions ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 
 
@@ -237,18 +242,18 @@ class SQLiteInteractionStore(InteractionStore):
     # -- end operator's view -----------------------------------------------------------------------------------
 
     # -- training signals (learner's signal policy) ------------------------------------------------------------
-    def training_signals(self, since: float, limit: int,
-                         unrated_threshold: float | None = None) -> list[TrainingSignal]:
+    def training_signals(self, since: float, limit: int, unrated_threshold: float | None = None,
+                         tenant: str | None = None) -> list[TrainingSignal]:
         # Two index-friendly halves: interactions created after ``since`` (index on created), and those with
-        # feedback after it; each joined with its latest feedback.
+        # feedback after it; each joined with its latest feedback; then only the lineage's (``IS`` matches NULL).
         cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
         latest = ("SELECT id, response_id, user_satisfaction, corrected_response, comment, created FROM feedback "
                   "WHERE response_id = i.id ORDER BY created DESC, rowid DESC LIMIT 1")
         rows = self.db.execute(
-            f"SELECT {cols} FROM interactions i WHERE (i.created > ? AND (i.interaction_type != 'api' OR "
+            f"SELECT {cols} FROM interactions i WHERE ((i.created > ? AND (i.interaction_type != 'api' OR "
             "i.user_satisfaction IS NOT NULL OR i.quality_score >= ?)) OR i.id IN "
-            "(SELECT response_id FROM feedback WHERE created > ?)",
-            (since, math.inf if unrated_threshold is None else unrated_threshold, since)).fetchall()
+            "(SELECT response_id FROM feedback WHERE created > ?)) AND i.tenant IS ?",
+            (since, math.inf if unrated_threshold is None else unrated_threshold, since, tenant)).fetchall()
         signals = []
         for row in rows:
             interaction = _from_row(row)
@@ -366,13 +371,13 @@ def _to_row(i: Interaction) -> tuple:
             _pack([t for c in i.choices for t in c.token_ids]), i.prompt_tokens, i.completion_tokens, i.ttft_ms,
             i.total_ms, i.weight_version, json.dumps(i.sampling_params, separators=(",", ":"), default=str),
             i.api_key_hash, i.status_code, i.error, i.performance_feedback, i.user_satisfaction, i.quality_score,
-            json.dumps(i.weight_versions or [i.weight_version]))
+            json.dumps(i.weight_versions or [i.weight_version]), i.tenant)
 
 
 def _from_row(row: tuple) -> Interaction:
     (id_, created, endpoint, model, itype, prompt, messages, choices, token_ids, prompt_tokens, completion_tokens,
      ttft_ms, total_ms, weight_version, sampling_params, api_key_hash, status_code, error, performance_feedback,
-     user_satisfaction, quality_score, weight_versions) = row
+     user_satisfaction, quality_score, weight_versions, tenant) = row
     tokens, start, parsed = _unpack(token_ids), 0, []
     for c in json.loads(choices):
         parsed.append(Choice(c["text"], tokens[start:start + c["n_tokens"]], c["finish_reason"]))
@@ -384,7 +389,7 @@ def _from_row(row: tuple) -> Interaction:
         weight_version=weight_version, sampling_params=json.loads(sampling_params), api_key_hash=api_key_hash,
         status_code=status_code, error=error, performance_feedback=performance_feedback,
         user_satisfaction=user_satisfaction, quality_score=quality_score,
-        weight_versions=json.loads(weight_versions) if weight_versions else [weight_version])
+        weight_versions=json.loads(weight_versions) if weight_versions else [weight_version], tenant=tenant)
 
 
 def _pack(token_ids: list[int]) -> bytes:

@@ -24,6 +24,7 @@ from aphrodite.endpoints.openai.errors import APIError, install_error_handlers
 from aphrodite.endpoints.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from aphrodite.endpoints.openai.serving_chat import OpenAIServingChat
 from aphrodite.endpoints.openai.serving_completions import OpenAIServingCompletion
+from aphrodite.endpoints.openai.serving_tenants import tenant_cards
 from aphrodite.endpoints.openai.serving_lora import (LoadLoRAAdapterRequest, OpenAIServingLoRA,
                                                      UnloadLoRAAdapterRequest)
 from aphrodite.endpoints.security import input_limits, install_security
@@ -125,6 +126,7 @@ def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits, upstream
     completions = OpenAIServingCompletion(engine, app.state.request_observers, limits)
     chat = OpenAIServingChat(engine, app.state.request_observers, limits)
     adapters = completions.adapters = chat.adapters = app.state.lora_adapters = OpenAIServingLoRA(engine)
+    app.state.openai_serving = [completions, chat]
 
     @app.get("/health", response_class=Response, responses={200: {"description": "The engine is running (empty body)."}})
     async def health() -> Response:
@@ -136,7 +138,9 @@ def _add_routes(app: FastAPI, engine: AsyncEngine, limits: InputLimits, upstream
     async def models() -> JSONResponse:
         # the served name only: the checkpoint's path on this machine is none of the client's business
         card = ModelCard(id=engine.model_name, root=engine.model_name, max_model_len=engine.max_model_len)
-        return JSONResponse(ModelList(data=[card, *adapters.cards()]).model_dump())
+        system = getattr(app.state, "continuous_learning", None)
+        tenants = [] if system is None or system.tenants is None else tenant_cards(system.tenants, engine.max_model_len)
+        return JSONResponse(ModelList(data=[card, *adapters.cards(), *tenants]).model_dump())
 
     @app.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
     async def load_lora_adapter(req: LoadLoRAAdapterRequest) -> PlainTextResponse:

@@ -24,6 +24,7 @@ from aphrodite.endpoints.openai.learning_views_protocol import VersionList
 from aphrodite.endpoints.openai.learning_views_routes import router as views_router
 from aphrodite.endpoints.openai.serving_continuous_learning import OpenAIServingContinuousLearning
 from aphrodite.endpoints.openai.serving_learning_views import OpenAIServingLearningViews
+from aphrodite.endpoints.openai.serving_tenants import router as tenants_router
 
 router = APIRouter(prefix="/v1/learning", tags=["continuous learning"])
 
@@ -112,6 +113,12 @@ def attach_continuous_learning(app: FastAPI, engine: Any, config: ServerSideConf
     app.state.continuous_learning = system
     app.state.learning_handler = OpenAIServingContinuousLearning(system)
     app.include_router(router)
+    app.include_router(tenants_router)
+    if system.tenants is not None:  # <model>:<tenant> names a model for completions and chat
+        for handler in getattr(app.state, "openai_serving", []):
+            handler.tenants = system.tenants
+        if getattr(app.state, "lora_adapters", None) is not None:
+            app.state.lora_adapters.tenant_models = True
     _attach_operator_views(app, system)
     if config.enable_request_monitoring:
         setup_continuous_learning_middleware(app, system, config)

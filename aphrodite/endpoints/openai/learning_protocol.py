@@ -34,6 +34,9 @@ class ManualLearningRequest(LearningRequestModel):
     """How good the response is, in [0, 1]."""
     interaction_type: str = Field("manual", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     """A label such as ``high_quality_example``."""
+    model: str | None = Field(None, min_length=1, max_length=256)
+    """The model the example teaches: the served model (default) or a tenant's ``<model>:<tenant>`` (per-tenant
+    adapters), whose adapter alone learns it."""
 
 
 class LearnRequest(LearningRequestModel):
@@ -60,6 +63,9 @@ class ControlRequest(LearningRequestModel):
     action: str = Field(min_length=1, max_length=64)
     version: int | None = Field(None, ge=0)
     """For ``rollback``: the kept weight version to serve (GET /v1/learning/versions lists them)."""
+    tenant: str | None = Field(None, min_length=1, max_length=63)
+    """For ``rollback``: act on this tenant's lineage (per-tenant adapters; GET /v1/learning/tenants lists its
+    versions) instead of the base model's."""
 
 
 class InteractionAck(BaseModel):
@@ -109,3 +115,10 @@ class ControlResponse(BaseModel):
     status: str
     learning_enabled: bool
     paused: bool
+
+
+class CreateTenantRequest(LearningRequestModel):
+    """``POST /v1/learning/tenants``: create a tenant (per-tenant adapters)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    """1 to 63 lowercase letters, digits, ``_`` or ``-``; requests name its model ``<model>:<name>``."""

@@ -265,6 +265,8 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "aphrodite"
     root: str | None = None
+    parent: str | None = None
+    """For an adapter (a loaded LoRA, a tenant's): the base model it applies to, as vLLM lists LoRA modules."""
     max_model_len: int | None = None
 
 

@@ -24,7 +24,6 @@ class OpenAIServingChat(OpenAIServing):
     endpoint = "/v1/chat/completions"
 
     async def create(self, req: ChatCompletionRequest, raw: Request):
-        self.check_model(req.model)
         trace = self.trace("chatcmpl", req, raw)
         try:
             self.limits.check_sampling(req.n, 1, req.stop, req.stop_token_ids)
@@ -32,7 +31,7 @@ class OpenAIServingChat(OpenAIServing):
                         for m in req.messages]
             self.limits.check_text(sum(len(m["content"]) for m in messages), self.engine.max_model_len, "messages")
             prompt, prompt_ids = await self.off_loop(self._render, messages, req.add_generation_prompt)
-            params = req.to_sampling_params()
+            params = self.sampling_params(req, trace)
             subs = self.build_subrequests([prompt_ids], params)
         except Exception as e:
             raise api_error_from(e) from e
@@ -47,7 +46,7 @@ class OpenAIServingChat(OpenAIServing):
             choices.append(ChatChoice(index=s.choice, message=ChatResponseMessage(content=comp.text),
                                       logprobs=self._logprobs(comp, 0, req.top_logprobs or 0) if req.logprobs else None,
                                       finish_reason=comp.finish_reason, stop_reason=comp.stop_reason))
-        body = ChatCompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
+        body = ChatCompletionResponse(id=trace.response_id, model=trace.model, choices=choices,
                                       usage=usage_of(subs))
         return JSONResponse(body.model_dump(), headers=self.version_header(subs))
 
@@ -76,7 +75,7 @@ class OpenAIServingChat(OpenAIServing):
                       trace: RequestTrace,
                       prompt: str, messages: list[dict], params) -> AsyncIterator[str]:
         created = int(time.time())
-        model = self.engine.model_name
+        model = trace.model
 
         def chunk(choices: list[ChatStreamChoice], usage: UsageInfo | None = None) -> str:
             body = ChatCompletionChunk(id=trace.response_id, created=created, model=model, choices=choices,

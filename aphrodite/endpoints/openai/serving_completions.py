@@ -24,7 +24,6 @@ class OpenAIServingCompletion(OpenAIServing):
     endpoint = "/v1/completions"
 
     async def create(self, req: CompletionRequest, raw: Request):
-        self.check_model(req.model)
         trace = self.trace("cmpl", req, raw)
         try:
             raw_prompts = req.prompts()
@@ -32,7 +31,7 @@ class OpenAIServingCompletion(OpenAIServing):
             self.limits.check_text(max(len(p) if isinstance(p, str) else 0 for p in raw_prompts),
                                    self.engine.max_model_len, "prompt")
             self._check_token_ids(raw_prompts)
-            params = req.to_sampling_params()
+            params = self.sampling_params(req, trace)
             prompts, prompt_text = await self.off_loop(self._tokenize, raw_prompts)
             subs = self.build_subrequests(prompts, params)
         except Exception as e:
@@ -43,7 +42,7 @@ class OpenAIServingCompletion(OpenAIServing):
                                      media_type="text/event-stream", headers=self.version_header(subs))
         await self.run_to_completion(raw, subs, trace, prompt_text, None, params)
         choices = [self._choice(req, s, s.final) for s in subs]
-        body = CompletionResponse(id=trace.response_id, model=self.engine.model_name, choices=choices,
+        body = CompletionResponse(id=trace.response_id, model=trace.model, choices=choices,
                                   usage=usage_of(subs))
         return JSONResponse(body.model_dump(), headers=self.version_header(subs))
 
@@ -121,11 +120,11 @@ class OpenAIServingCompletion(OpenAIServing):
                 sent_tokens[sub.choice] = len(comp.token_ids)
                 choice = CompletionChoice(index=sub.choice, text=delta, logprobs=logprobs,
                                           finish_reason=comp.finish_reason, stop_reason=comp.stop_reason)
-                chunk = CompletionResponse(id=trace.response_id, created=created, model=self.engine.model_name,
+                chunk = CompletionResponse(id=trace.response_id, created=created, model=trace.model,
                                            choices=[choice])
                 yield _sse(chunk.model_dump(exclude={"usage"}))
             if req.stream_options and req.stream_options.include_usage:
-                chunk = CompletionResponse(id=trace.response_id, created=created, model=self.engine.model_name,
+                chunk = CompletionResponse(id=trace.response_id, created=created, model=trace.model,
                                            choices=[], usage=usage_of(subs))
                 yield _sse(chunk.model_dump())
         except Exception as e:  # the status line is gone: report in-band, as OpenAI does

@@ -181,6 +181,8 @@ class OpenAIServingContinuousLearning:
 
     async def control(self, req: ControlRequest) -> ControlResponse:
         s = self.system
+        if req.tenant is not None:
+            return await self._tenant_control(req)
         action = s.actions.get(req.action)
         if action is None:
             raise APIError(f"Unknown action '{quote(req.action)}'; use one of: {', '.join(s.actions.names)}.", 400,
@@ -193,17 +195,52 @@ class OpenAIServingContinuousLearning:
         return ControlResponse(action=action.name, message=message, status=s.health_status(),
                                learning_enabled=s.state.enabled, paused=s.state.paused)
 
+    async def _tenant_control(self, req: ControlRequest) -> ControlResponse:
+        """``rollback`` of one tenant's lineage (per-tenant adapters); the other actions act on the whole server."""
+        s = self.system
+        if s.tenants is None or req.tenant not in s.tenants.tenants:
+            raise APIError(f"No tenant '{quote(req.tenant)}' (GET /v1/learning/tenants lists them).", 404,
+                           param="tenant", code="tenant_not_found")
+        if req.action != "rollback":
+            raise APIError(f"Action '{quote(req.action)}' acts on the whole server; only 'rollback' takes a tenant.",
+                           400, param="action", code="invalid_action")
+        try:
+            served = await s.tenants.tenants[req.tenant].learner.serve(req.version, reason="operator rollback")
+        except ValueError as exc:  # an unknown version, or nothing to roll back to
+            raise APIError(f"{exc}.", 400, param="version", code="invalid_version") from exc
+        s.metrics.control_actions.labels(action="rollback").inc()
+        return ControlResponse(action="rollback", message=f"Rolled back tenant {req.tenant}: weight version {served} "
+                               "serves its model from the next engine step.", status=s.health_status(),
+                               learning_enabled=s.state.enabled, paused=s.state.paused)
+
     # -- helpers -----------------------------------------------------------------------------------------------
 
     async def _store_examples(self, examples: list[ManualLearningRequest]) -> list[InteractionAck]:
         s = self.system
         self._require_enabled()
+        tenants = [self._tenant_of(e.model) for e in examples]
         records = [supplied_interaction(e.prompt, e.response, e.performance_feedback, e.interaction_type,
-                                        s.weight_version, s.model_name) for e in examples]
+                                        s.weight_version, e.model or s.model_name, tenant)
+                   for e, tenant in zip(examples, tenants)]
         stored: list[Interaction] = await self._guard(s.collector.add_examples(records))
         return [InteractionAck(id=i.id, created=int(i.created), interaction_type=i.interaction_type,
                                quality_score=i.quality_score or 0.0, eligible=self._eligible(i.quality_score))
                 for i in stored]
+
+    def _tenant_of(self, model: str | None) -> str | None:
+        """The tenant a supplied example teaches (None: the base model's lineage); 404 for a model not served."""
+        s = self.system
+        if model is None or model == s.model_name:
+            return None
+        base, sep, tenant = model.partition(":")
+        if sep and base == s.model_name and s.tenants is not None:
+            try:
+                s.tenants.lineage(tenant)
+                return tenant
+            except (ValueError, LookupError):
+                pass
+        raise APIError(f"The model `{quote(model)}` is neither the served model nor a tenant's (<model>:<tenant>, "
+                       "GET /v1/models lists them).", 404, param="model", code="model_not_found")
 
     def _require_enabled(self) -> None:
         if not self.system.state.enabled:

@@ -71,6 +71,12 @@ class RequestTrace:
     learn: bool = True
     """False when the client opted out (``"store": false`` or ``x-aphrodite-no-learn: 1``): observers are not
     told about this request."""
+    model: str = ""
+    """The model name the request is served as (the response's ``model``)."""
+    adapter: str | None = None
+    """The engine's named lineage the request runs on (``SamplingParams.adapter``); None: the base model's."""
+    tenant: str | None = None
+    """The tenant of a ``<base>:<tenant>`` model."""
 
 
 class OpenAIServing:
@@ -88,19 +94,46 @@ class OpenAIServing:
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.adapters: Any = None
         """LoRA adapters loaded at run time (``serving_lora.OpenAIServingLoRA``), whose names are models too."""
+        self.tenants: Any = None
+        """Per-tenant adapters (``continuous_learning.tenants.Tenants``) when enabled: ``<base>:<tenant>``."""
 
-    def check_model(self, model: str | None) -> None:
-        if model is not None and model != self.engine.model_name:
-            if self.adapters is not None and self.adapters.check(model):
-                return
-            raise APIError(f"The model `{quote(model)}` does not exist.", 404, param="model",
-                           code="model_not_found")
+    def check_model(self, model: str | None) -> tuple[str | None, str | None]:
+        """(the engine's named lineage to run on, the tenant) for the requested model: (None, None) for the
+        base model; a 404 for a model this server does not serve, a 400 for a malformed tenant name."""
+        if model is None or model == self.engine.model_name:
+            return None, None
+        if self.adapters is not None and self.adapters.check(model):
+            return model, None
+        base, sep, tenant = model.partition(":")
+        if sep and base == self.engine.model_name and self.tenants is not None:
+            try:
+                return self.tenants.lineage(tenant), tenant
+            except ValueError as exc:  # a name no tenant may have
+                raise APIError(f"The model `{quote(model)}` names an invalid tenant: {quote(exc, 200)}.", 400,
+                               param="model", code="invalid_tenant") from None
+            except LookupError:
+                raise APIError(f"The model `{quote(model)}` does not exist: no tenant `{quote(tenant)}` (an admin "
+                               "creates tenants with POST /v1/learning/tenants; GET /v1/models lists them).", 404,
+                               param="model", code="model_not_found") from None
+        raise APIError(f"The model `{quote(model)}` does not exist.", 404, param="model",
+                       code="model_not_found")
 
     def trace(self, prefix: str, req: SamplingFields, raw: Request) -> RequestTrace:
-        """The request's identity for observers: the caller's key identity and whether it may be learned from."""
+        """The request's identity for observers: the caller's key identity, whether it may be learned from, and
+        the model it is served as (a 404 for an unknown model)."""
+        adapter, tenant = self.check_model(req.model)
         opted_out = req.store is False or raw.headers.get("x-aphrodite-no-learn", "").strip().lower() in (
             "1", "true", "yes")
-        return RequestTrace(random_id(prefix), self.endpoint, req.stream, api_key_hash(raw), learn=not opted_out)
+        return RequestTrace(random_id(prefix), self.endpoint, req.stream, api_key_hash(raw), learn=not opted_out,
+                            model=req.model if adapter is not None else self.engine.model_name, adapter=adapter,
+                            tenant=tenant)
+
+    @staticmethod
+    def sampling_params(req: SamplingFields, trace: RequestTrace) -> SamplingParams:
+        """The request's sampling parameters, run on the lineage its model names."""
+        params = req.to_sampling_params()
+        params.adapter = trace.adapter
+        return params
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run tokenizer work on the tokenizer thread."""
@@ -211,7 +244,7 @@ class OpenAIServing:
         versions = sorted({v for o in seen for v in o.weight_versions}) or [self.engine.weight_version]
         comps = [f.outputs[0] if f else None for f in finals]
         record = FinishedRequest(
-            response_id=trace.response_id, endpoint=self.endpoint, model=self.engine.model_name,
+            response_id=trace.response_id, endpoint=self.endpoint, model=trace.model or self.engine.model_name,
             prompt=prompt_text, messages=messages,
             completion_texts=[c.text if c else "" for c in comps],
             completion_token_ids=[list(c.token_ids) if c else [] for c in comps],
@@ -221,7 +254,7 @@ class OpenAIServing:
             ttft_s=ttft, total_s=time.monotonic() - trace.start, weight_version=int(self.version_header(subs)[WEIGHT_VERSION_HEADER]),
             weight_versions=versions,
             sampling_params=_params_dict(params), stream=trace.stream, status_code=status, error=error,
-            api_key_hash=trace.api_key_hash,
+            api_key_hash=trace.api_key_hash, tenant=trace.tenant,
             mean_logprobs=[c.cumulative_logprob / len(c.token_ids) if c and c.token_ids else None for c in comps],
             hidden_states=[c.hidden_states for c in comps] if any(c and c.hidden_states is not None
                                                                    for c in comps) else None)
@@ -248,6 +281,7 @@ def usage_of(subs: list[SubRequest]) -> UsageInfo:
 def _params_dict(params: SamplingParams) -> dict:
     d = dataclasses.asdict(params)
     d.pop("routing_key", None)  # the client's ``user``: not a sampling setting
+    d.pop("adapter", None)  # the model it ran as is recorded beside it
     return {k: v for k, v in d.items() if v not in (None, [], False)}
 
 

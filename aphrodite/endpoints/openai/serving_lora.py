@@ -2,10 +2,12 @@
 and loaded adapters served as model names, so tools written for vLLM work against this server.
 
 A loaded adapter (a PEFT LoRA directory, as vLLM reads it) becomes a weight version of the engine, kept beside
-the serving one through the engine's ``WeightVersions`` interface (``submit_weights(..., serve=False)``). The
-engine serves one delta set at a time: a request names an adapter whose version serves now, or it is refused
-with a 409 that says how to make it serve (``"serve": true`` when loading, an Aphrodite extension). Serving two
-adapter names at once needs the engine to pin each sequence to the version its request asked for.
+the serving one through the engine's ``WeightVersions`` interface (``submit_weights(..., serve=False)``), and a
+named lineage of the engine under its ``lora_name`` (``name_weights``): a request whose ``model`` is that name
+runs on it, pinned, in the same batches as requests for the base model and other adapters (it takes a resident
+slot while it has sequences; when every slot is held, its sequences wait). ``"serve": true`` (an Aphrodite
+extension) also makes it the version requests for the base model's name get. An adapter the model's buffers
+cannot hold (a rank above ``--max-lora-rank``, shapes of another model) is refused with a 400 at load time.
 """
 
 from __future__ import annotations
@@ -69,10 +71,16 @@ class OpenAIServingLoRA:
         self.engine = engine
         self.adapters: dict[str, LoadedAdapter] = {}
         self._lock = asyncio.Lock()
+        self.tenant_models = False
+        """Per-tenant adapters are on: names of the form ``<base>:<tenant>`` are theirs."""
 
     async def load(self, req: LoadLoRAAdapterRequest) -> str:
         if req.lora_name == self.engine.model_name:
             raise APIError(f"'{quote(req.lora_name)}' is the base model's name; choose another lora_name.", 400,
+                           param="lora_name", code="invalid_lora_name")
+        if self.tenant_models and req.lora_name.startswith(self.engine.model_name + ":"):
+            raise APIError(f"'{quote(req.lora_name)}' has the form of a tenant's model name (<base>:<tenant>), "
+                           "which per-tenant adapters reserve; choose another lora_name.", 400,
                            param="lora_name", code="invalid_lora_name")
         async with self._lock:
             if req.lora_name in self.adapters and not req.load_inplace:
@@ -80,6 +88,7 @@ class OpenAIServingLoRA:
                                "first or send load_inplace: true.", 400, param="lora_name", code="lora_exists")
             deltas = await asyncio.to_thread(self._read, req.lora_path)
             version = await self._submit(deltas, serve=req.serve)
+            await self.engine.name_weights(req.lora_name, version)
             self.adapters[req.lora_name] = LoadedAdapter(req.lora_name, req.lora_path, version, int(time.time()))
         return f"Success: LoRA adapter '{req.lora_name}' added successfully."
 
@@ -93,26 +102,19 @@ class OpenAIServingLoRA:
                 raise APIError(f"The lora adapter '{quote(req.lora_name)}' serves every request now (weight version "
                                f"{adapter.version}); serve another version first (POST /v1/learning/control "
                                '{"action": "rollback"}).', 409, param="lora_name", code="lora_serving")
+            await self.engine.name_weights(req.lora_name, None)  # a request already waiting gets the base model
             del self.adapters[req.lora_name]
         return f"Success: LoRA adapter '{req.lora_name}' removed successfully."
 
     def check(self, model: str) -> bool:
-        """Whether ``model`` names a loaded adapter (raises 409 when it does not serve now)."""
-        adapter = self.adapters.get(model)
-        if adapter is None:
-            return False
-        serving = self.engine.weight_version
-        if adapter.version != serving:
-            raise APIError(f"The lora adapter '{quote(model)}' is loaded (weight version {adapter.version}) but "
-                           f"does not serve now: this server serves one weight version at a time ({serving} now). "
-                           "Load it with \"serve\": true to make it serve, or use the base model's name.", 409,
-                           param="model", code="lora_not_serving")
-        return True
+        """Whether ``model`` names a loaded adapter (its requests run on the adapter's lineage)."""
+        return model in self.adapters
 
     def cards(self) -> list[ModelCard]:
-        """``/v1/models`` entries of the loaded adapters, as vLLM lists them (``root`` is the adapter path)."""
-        return [ModelCard(id=a.name, root=a.path, created=a.created, max_model_len=self.engine.max_model_len)
-                for a in self.adapters.values()]
+        """``/v1/models`` entries of the loaded adapters, as vLLM lists them (``root`` is the adapter path,
+        ``parent`` the base model)."""
+        return [ModelCard(id=a.name, root=a.path, parent=self.engine.model_name, created=a.created,
+                          max_model_len=self.engine.max_model_len) for a in self.adapters.values()]
 
     def _read(self, path: str) -> dict[str, Any]:
         """The adapter at ``path`` as our packed deltas; 400 when it is not a PEFT LoRA this model can use."""

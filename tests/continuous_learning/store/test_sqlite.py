@@ -28,6 +28,31 @@ def test_wal_mode_and_schema_version(store):
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_store_of_the_previous_schema_is_migrated_keeping_its_rows(tmp_path):
+    """The tenant column (per-tenant adapters) is added to a database written before it; old rows have none."""
+    from aphrodite.continuous_learning.store import sqlite as backend
+
+    path = str(tmp_path / "learning.db")
+    old = SQLiteInteractionStore(path)
+    latest = backend._MIGRATIONS
+    backend._MIGRATIONS, backend.SCHEMA_VERSION = latest[:-1], len(latest) - 1
+    try:
+        old._migrate(sqlite3.connect(path, isolation_level=None))
+    finally:
+        backend._MIGRATIONS, backend.SCHEMA_VERSION = latest, len(latest)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO interactions (id, created, endpoint, model, interaction_type, choices, token_ids, "
+               "prompt_tokens, completion_tokens, weight_version, sampling_params) VALUES ('cmpl-old', 1, "
+               "'/v1/completions', 'm', 'api', '[]', x'', 0, 0, 0, '{}')")
+    db.commit()
+    db.close()
+    store = SQLiteInteractionStore(path)
+    store.open()
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.get_interaction("cmpl-old").tenant is None
+    store.close()
+
+
 def test_newer_schema_is_refused_with_advice(tmp_path):
     path = tmp_path / "learning.db"
     db = sqlite3.connect(path)

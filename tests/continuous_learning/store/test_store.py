@@ -192,6 +192,26 @@ def test_training_signals_join_the_latest_feedback_and_skip_unrated_traffic(stor
     assert len(store.training_signals(now - 100, 1)) == 1
 
 
+def test_training_signals_belong_to_one_lineage_the_base_models_or_a_tenants(store):
+    """Per-tenant adapters: feedback on a tenant's response trains that tenant only; the base lineage sees
+    only interactions of no tenant."""
+    from aphrodite.continuous_learning.interaction import supplied_interaction
+
+    now = time.time()
+    base, acme, globex = (scored(response_id=f"cmpl-{n}", created=now - 30) for n in ("base", "acme", "globex"))
+    acme.tenant, globex.tenant = "acme", "globex"
+    curated = supplied_interaction("Q?", "A.", 0.9, "manual", 0, "m:acme", tenant="acme")
+    store.add_interactions([base, acme, globex, curated])
+    for i in (base, acme, globex):
+        i.user_satisfaction = 1.0
+        store.add_feedback(StoredFeedback(f"fb-{i.id}", i.id, 1.0, None, None, now - 10), i)
+    assert store.get_interaction(acme.id).tenant == "acme" and store.get_interaction(base.id).tenant is None
+    ids = lambda tenant: [s.interaction.id for s in store.training_signals(now - 100, 10, tenant=tenant)]  # noqa: E731
+    assert ids(None) == ["cmpl-base"]
+    assert sorted(ids("acme")) == sorted(["cmpl-acme", curated.id]) and ids("globex") == ["cmpl-globex"]
+    assert ids("nobody") == []
+
+
 def test_admissions_record_the_rule_and_go_with_their_interaction(store):
     kept, gone = scored(), scored()
     store.add_interactions([kept, gone])
