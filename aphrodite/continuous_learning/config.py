@@ -223,8 +223,9 @@ class ServerSideConfig:
     export_name: str = "learned"
     """Adapter name prefix in the export directory: <name>-v<N> per version, <name> for the serving one."""
     export_base_model: str = ""
-    """base_model_name_or_path written into exported adapters: the model name the vLLM servers serve (vLLM's
-    resolver loads only adapters of its own model). Empty: this server's served model name."""
+    """base_model_name_or_path written into exported adapters: exactly the --model argument the vLLM servers were
+    started with (a path or a hub id; vLLM's filesystem resolver compares it with its model_config.model, not with
+    --served-model-name, and skips an adapter that differs). Empty: this server's served model name."""
     replica_id: str = ""
     """This replica's name among the replicas sharing a PostgreSQL store (status shows it, and the leader by
     it). Empty: <hostname>-<pid>."""

@@ -70,3 +70,13 @@ def test_the_front_forwards_captures_learns_and_pushes_versions(upstream, tiny_m
         r = client.post("/v1/chat/completions", json=CHAT)
         assert r.status_code == 200 and int(r.headers[HEADER]) > 0  # the upstream answered with the pushed version
         assert (tmp_path / "learning" / "export" / "learned-v1" / "adapter_config.json").is_file()
+
+
+def test_the_front_turns_canaries_off(upstream, tiny_model_dir, tmp_path):
+    """The front forwards every request to the adapter it pushed last, so a canary would get no traffic and
+    wait canary_max_seconds: with --upstream a promoted version is pushed at once (the default share is 0.1)."""
+    app = build_app(parse_args([
+        "--model", str(tiny_model_dir), "--served-model-name", "tiny", "--max-model-len", "128",
+        "--upstream", upstream.url, "--enable-continuous-learning", "--learning-dir", str(tmp_path / "learning"),
+        "--learning-quality-predictor", "none", "--learning-learner-worker", "thread"]))
+    assert app.state.continuous_learning.config.canary_share == 0.0

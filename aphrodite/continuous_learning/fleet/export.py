@@ -1,7 +1,7 @@
 """``--learning-export-dir``: every version that starts serving, written as a PEFT adapter in the layout of
 vLLM's filesystem LoRA resolver (``VLLM_LORA_RESOLVER_CACHE_DIR``: one directory per adapter name)::
 
-    <dir>/<name>-v3/adapter_config.json        base_model_name_or_path = the vLLM servers' model name
+    <dir>/<name>-v3/adapter_config.json        base_model_name_or_path = the vLLM servers' --model argument
     <dir>/<name>-v3/adapter_model.safetensors
     <dir>/<name> -> <name>-v3                  the version serving now (a symlink; absent while the base serves)
 
@@ -31,7 +31,8 @@ class AdapterExporter:
         self.root = Path(os.path.expanduser(str(root)))
         self.name = name
         self.base_model = base_model
-        """``base_model_name_or_path`` in each adapter: vLLM's resolver loads only adapters of its own model."""
+        """``base_model_name_or_path`` in each adapter: vLLM's resolver loads only adapters whose value equals
+        its ``--model`` argument."""
         self.keep = keep
 
     def adapter_name(self, version: int) -> str:

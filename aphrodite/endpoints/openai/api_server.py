@@ -50,6 +50,12 @@ def build_app(args: argparse.Namespace) -> FastAPI:
 
         if server_cfg.upstream and not learning_cfg.export_dir:  # the upstream loads versions from there
             learning_cfg.export_dir = os.path.join(learning_cfg.learning_dir, "export")
+        if server_cfg.upstream and learning_cfg.canary_share > 0:
+            # the front sends every request to the one adapter it pushed last: a canary would get no traffic,
+            # so no evidence, and serve only after canary_max_seconds
+            logger.warning("--upstream: canaries are off (the front does not split traffic between adapters); "
+                           "each promoted version is pushed to the upstream and serves every request")
+            learning_cfg.canary_share = 0.0
         system = attach_continuous_learning(app, engine, learning_cfg)
     if server_cfg.upstream:
         _add_upstream(app, server_cfg, system, learning_cfg)
