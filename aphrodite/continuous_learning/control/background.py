@@ -91,7 +91,7 @@ class BackgroundLearningProcessor:
         if check is not None and system.state.enabled:
             await check()
         if getattr(system, "tenants", None) is not None:  # each tenant's lineage learns apart (learner/tenants.py)
-            await system.tenants.step()
+            await system.tenants.step(force=force)
         state = system.state
         if (self.learner is None or not state.enabled or state.paused or not getattr(system, "may_learn", True)
                 or len(self._tasks) >= config.max_concurrent_learning_tasks

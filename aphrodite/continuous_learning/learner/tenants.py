@@ -223,8 +223,9 @@ class Tenants:
         await tenant.learner.restore()  # serves its saved version again, if any
 
     # -- the background step -------------------------------------------------------------------------------------
-    async def step(self) -> None:
-        """For each tenant: judge live evidence, then start a learning task when it has enough new signals."""
+    async def step(self, force: bool = False) -> None:
+        """For each tenant: judge live evidence, then start a learning task when it has enough new signals
+        (``force``: the operator's trigger, which does not wait out a refusal back-off)."""
         system, config = self.system, self.config
         state = system.state
         if not state.enabled:
@@ -236,7 +237,7 @@ class Tenants:
                 await tenant.learner.check_live_evidence()
             except Exception:
                 logger.exception("checking tenant %s's live evidence failed", tenant.name)
-            if state.paused or tenant.paused or not system.may_learn or not tenant.learner.ready():
+            if state.paused or tenant.paused or not system.may_learn or not tenant.learner.ready(ignore_backoff=force):
                 continue
             since = tenant.learned_until
             unrated = config.interaction_quality_threshold if config.learn_from_unrated else None

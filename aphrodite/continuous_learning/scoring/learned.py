@@ -14,15 +14,14 @@ torch intra-op thread: the reservoir's ops are tiny, and more threads only add w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from aphrodite.common.cores import intra_op_threads
 from aphrodite.continuous_learning.config import ServerSideConfig
 from aphrodite.continuous_learning.interaction import Interaction
 from aphrodite.continuous_learning.scoring.scorer import explicit_signal
@@ -33,17 +32,6 @@ logger = logging.getLogger(__name__)
 FILE_NAME = "quality_predictor.safetensors"
 # Bytes per held feature beyond its float32 data: the tensor object, its storage, the dict entry and key.
 _HELD_OVERHEAD_BYTES = 400
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch with one intra-op thread, then restore the count (other threads keep theirs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class LearnedQualityPredictor:
@@ -92,7 +80,7 @@ class LearnedQualityPredictor:
             return
         model = self._model_for(int(taken[0][1].shape[1]))
         taken = [(rid, hs) for rid, hs in taken if hs.shape[1] == model.cfg.input_dim]
-        with one_torch_thread():
+        with intra_op_threads(1):
             feats = model.features([hs for _, hs in taken])  # (n, 2F) float64
             pred = model.predict_features(feats)
             preds = pred.tolist() if pred is not None else [None] * len(taken)
@@ -116,7 +104,7 @@ class LearnedQualityPredictor:
             self.labels_unmatched += 1
             return False
         model = self.model
-        with one_torch_thread():  # scores the prediction made before the label, then learns it
+        with intra_op_threads(1):  # scores the prediction made before the label, then learns it
             model.partial_fit_features(held[0].double()[None].to(model.cfg.device), [label])
         self._refresh()
         self._labels_since_save += 1
