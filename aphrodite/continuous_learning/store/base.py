@@ -54,6 +54,18 @@ class StoreCounts:
     feedback: int = 0
 
 
+def fold_outcomes(versions: list[int], rows: Any) -> dict[int, list[float]]:
+    """``outcomes_by_version``'s result from (version, rating, corrected response) rows: each explicit rating, and
+    -1 for a correction (a corrected response was not good); both backends share it."""
+    found: dict[int, list[float]] = {v: [] for v in versions}
+    for version, rating, corrected in rows:
+        if corrected:
+            found[version].append(-1.0)
+        elif rating is not None:
+            found[version].append(rating)
+    return found
+
+
 class InteractionStore(abc.ABC):
     """Durable storage for continuous learning."""
 

@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 from aphrodite.continuous_learning.interaction import Interaction
 from aphrodite.continuous_learning.store import sqlite as _sqlite
 from aphrodite.continuous_learning.store.base import (InteractionStore, StoreCounts, StoredFeedback, StoreError,
-                                                     TrainingSignal)
+                                                     TrainingSignal, fold_outcomes)
 
 _DISK_FULL = "database or disk is full"
 _MIGRATION_LOCK = 0x61706872  # advisory lock key held while migrating ("aphr")
@@ -287,16 +287,10 @@ class PostgresInteractionStore(InteractionStore):
 
     def outcomes_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, list[float]]:
         """As SQLite's: explicit ratings, and -1 for a correction, of served responses since ``since``."""
-        found: dict[int, list[float]] = {v: [] for v in versions}
-        for version, rating, corrected in self._read(
-                "SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
-                "interactions i ON f.response_id = i.id WHERE i.weight_version = ANY(%s) AND i.created >= %s "
-                "AND i.interaction_type = 'api'", (list(versions), since)):
-            if corrected:
-                found[version].append(-1.0)
-            elif rating is not None:
-                found[version].append(rating)
-        return found
+        return fold_outcomes(versions, self._read(
+            "SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
+            "interactions i ON f.response_id = i.id WHERE i.weight_version = ANY(%s) AND i.created >= %s "
+            "AND i.interaction_type = 'api'", (list(versions), since)))
 
     def quality_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, tuple[float | None, int]]:
         rows = self._read("SELECT weight_version, AVG(quality_score), COUNT(*) FROM interactions WHERE "

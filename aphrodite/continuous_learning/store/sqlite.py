@@ -25,7 +25,7 @@ from typing import Any
 
 from aphrodite.continuous_learning.interaction import Choice, Interaction
 from aphrodite.continuous_learning.store.base import (InteractionStore, StoreCounts, StoredFeedback, StoreError,
-                                                     TrainingSignal)
+                                                     TrainingSignal, fold_outcomes)
 from aphrodite.continuous_learning.store.private import private_dir, private_file, restrict
 from aphrodite.continuous_learning.store.retention import delete_oldest_until, used_bytes
 
@@ -204,18 +204,11 @@ class SQLiteInteractionStore(InteractionStore):
     def outcomes_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, list[float]]:
         """Live outcomes of responses created since ``since``, by the version of their first token: each explicit
         rating (``user_satisfaction``), and -1 for a correction (a corrected response was not good)."""
-        found: dict[int, list[float]] = {v: [] for v in versions}
         marks = ", ".join("?" * len(versions))
-        for version, rating, corrected in self.db.execute(
-                f"SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
-                f"interactions i ON f.response_id = i.id WHERE i.weight_version IN ({marks}) AND i.created >= ? "
-                f"AND i.interaction_type = 'api'",
-                [*versions, since]):
-            if corrected:
-                found[version].append(-1.0)
-            elif rating is not None:
-                found[version].append(rating)
-        return found
+        return fold_outcomes(versions, self.db.execute(
+            f"SELECT i.weight_version, f.user_satisfaction, f.corrected_response FROM feedback f JOIN "
+            f"interactions i ON f.response_id = i.id WHERE i.weight_version IN ({marks}) AND i.created >= ? "
+            f"AND i.interaction_type = 'api'", [*versions, since]))
 
     def quality_by_version(self, versions: list[int], since: float = 0.0) -> dict[int, tuple[float | None, int]]:
         """(mean quality score, responses) of responses created since ``since``, by their first token's version."""
