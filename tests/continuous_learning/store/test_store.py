@@ -165,6 +165,23 @@ def test_ratings_by_version(store):
     assert store.ratings_by_version([1, 2, 3]) == {1: [0.5], 2: [-1.0], 3: []}
 
 
+def test_live_outcomes_and_quality_by_version_for_the_canary(store):
+    """A rating counts as given; a correction counts -1 whatever its rating; ``since`` bounds by response time."""
+    a, b = scored(0.8, weight_version=1), scored(0.6, weight_version=1)
+    c, d = scored(0.2, weight_version=2), scored(0.4, weight_version=2)
+    store.add_interactions([a, b, c, d])
+    now = time.time()
+    store.add_feedback(StoredFeedback("fb-a", a.id, 0.5, None, None, now), a)
+    store.add_feedback(StoredFeedback("fb-b", b.id, 1.0, "a better answer", None, now), b)
+    store.add_feedback(StoredFeedback("fb-c", c.id, -1.0, None, None, now), c)
+    outcomes = store.outcomes_by_version([1, 2, 3])
+    assert sorted(outcomes[1]) == [-1.0, 0.5] and outcomes[2] == [-1.0] and outcomes[3] == []
+    assert store.outcomes_by_version([1, 2], since=now + 3600) == {1: [], 2: []}
+    quality = store.quality_by_version([1, 2])
+    assert quality[1][0] == pytest.approx(0.7) and quality[1][1] == 2
+    assert quality[2][0] == pytest.approx(0.3) and quality[2][1] == 2
+
+
 # -- training signals (learner's signal policy) ------------------------------------------------------------------
 def test_training_signals_join_the_latest_feedback_and_skip_unrated_traffic(store):
     from aphrodite.continuous_learning.interaction import supplied_interaction
