@@ -94,6 +94,19 @@ def busy_loops(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)]) for _ in range(n)]
 
 
+def quiet_then_busy(run, neighbours: int, seconds: float) -> tuple:
+    """``run()`` on the quiet machine, then again with ``neighbours`` busy loops running (stopped afterwards)."""
+    quiet = run()
+    loops = busy_loops(neighbours, seconds)
+    try:
+        busy = run()
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+    return quiet, busy
+
+
 def run_config(threads: int, wait: dict[str, str], path: Path, model: Path, timeout: float):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     env.update(wait)
@@ -133,26 +146,14 @@ def main() -> None:
         for i, (name, (batch, steps, threads)) in enumerate(RESERVOIR_CONFIGS.items()):
             if args.reservoir_config is not None and i not in args.reservoir_config:
                 continue
-            quiet = run_reservoir(batch, steps, threads, args.timeout)
-            loops = busy_loops(cores - 1, args.busy_seconds)
-            try:
-                busy = run_reservoir(batch, steps, threads, args.timeout)
-            finally:
-                for p in loops:
-                    p.kill()
-                    p.wait()
+            quiet, busy = quiet_then_busy(lambda: run_reservoir(batch, steps, threads, args.timeout), cores - 1,
+                                          args.busy_seconds)
             reservoir_rows.append((name, quiet, busy))
             print(f"done: reservoir {name}", file=sys.stderr, flush=True)
         for name, (threads, policy) in chosen:
             threads = cores if threads is None else threads
-            quiet = run_config(threads, policy, path, model, args.timeout)
-            loops = busy_loops(cores - 1, args.busy_seconds)
-            try:
-                busy = run_config(threads, policy, path, model, args.timeout)
-            finally:
-                for p in loops:
-                    p.kill()
-                    p.wait()
+            quiet, busy = quiet_then_busy(lambda: run_config(threads, policy, path, model, args.timeout), cores - 1,
+                                          args.busy_seconds)
             rows.append((name, quiet, busy))
             print(f"done: {name}", file=sys.stderr, flush=True)
     print(f"machine: {machine()}")

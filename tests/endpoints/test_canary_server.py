@@ -7,7 +7,6 @@ cases). Learning is paused once the canary runs, since every rating is also a tr
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from aphrodite.engine.weights import routing_fraction
 from tests.continuous_learning.fakes import system_of
 from tests.continuous_learning.learner.test_promotion import BATCH, Runner, deltas, result
+from tests.polling import until
 from tests.server_process import RemoteServer
 
 USERS = [f"user-{i}" for i in range(40)]
@@ -78,14 +78,6 @@ def test_a_canary_is_rolled_back_on_clearly_worse_ratings_and_promoted_on_equal_
 DEADLINE_S = 60.0
 
 
-def until(what: str, check):
-    end = time.monotonic() + DEADLINE_S
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def chat(client: httpx.Client, user: str) -> tuple[str, int]:
@@ -104,7 +96,7 @@ def start_trained_canary(client: httpx.Client) -> dict:
     r = client.post("/v1/learning/control", json={"action": "trigger"})
     assert r.status_code == 200 and "started" in r.json()["message"], r.text
     versions = until("the trained candidate to start as a canary",
-                     lambda: (v := client.get("/v1/learning/versions").json())["canary"] and v)
+                     lambda: (v := client.get("/v1/learning/versions").json())["canary"] and v, DEADLINE_S, 0.05)
     # hold further learning: the ratings below are training signals too, and a new task would start a new version
     assert client.post("/v1/learning/control", json={"action": "pause"}).status_code == 200
     return versions
@@ -132,7 +124,8 @@ def decide(client: httpx.Client) -> dict:
     """Run the background step (its canary check) and wait until the canary is decided."""
     assert client.post("/v1/learning/control", json={"action": "trigger"}).status_code == 200
     return until("the canary's decision",
-                 lambda: not (v := client.get("/v1/learning/versions").json())["canary"]["running"] and v)
+                 lambda: not (v := client.get("/v1/learning/versions").json())["canary"]["running"] and v,
+                 DEADLINE_S, 0.05)
 
 
 @pytest.mark.parametrize("canary_rating", [-1.0, 1.0], ids=["rated-worse", "rated-equal"])

@@ -11,13 +11,13 @@ the worker process is training. Bounded: a few requests and two learning tasks p
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from aphrodite.common.faults import CRASH_ENV
+from tests.polling import until
 from tests.server_process import RemoteServer
 
 DEADLINE_S = 90.0
@@ -31,14 +31,6 @@ def server_args(model_dir: Path, learning_dir: Path, *extra: str) -> list[str]:
             "--learning-canary-share", "0", *extra]
 
 
-def until(what: str, check, deadline_s: float = DEADLINE_S):
-    end = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def acknowledged_writes(url: str, k: int) -> list[str]:
@@ -93,20 +85,21 @@ def test_kill_9_during_learning_loses_nothing_and_loads_nothing_partial(crash, t
     try:
         acked = acknowledged_writes(server.url, 1)
         trigger(server.url)
-        until("version 1 to serve", lambda: serving(server.url) == 1)
+        until("version 1 to serve", lambda: serving(server.url) == 1, DEADLINE_S)
         acked += acknowledged_writes(server.url, 2)
         if crash == "training":  # restart with a long task, then kill -9 while its worker trains
             server.stop()
             server = RemoteServer(server_args(tiny_model_dir, learning_dir, *slow))
             acked += acknowledged_writes(server.url, 3)
             trigger(server.url)
-            worker = until("the worker to train", lambda: [p for p in worker_pids(server.proc.pid) if training(p)])
+            worker = until("the worker to train", lambda: [p for p in worker_pids(server.proc.pid) if training(p)],
+                           DEADLINE_S)
             server.kill()
             until("the orphaned worker to end", lambda: not Path(f"/proc/{worker[0]}").exists() or
                   "Z" in Path(f"/proc/{worker[0]}/stat").read_text().rsplit(")", 1)[1].split()[0], 15)
         else:  # the crash point kills the server during the second task
             trigger(server.url)
-            until("the crash point", lambda: server.proc.poll() is not None)
+            until("the crash point", lambda: server.proc.poll() is not None, DEADLINE_S)
             assert server.proc.returncode == -9
     finally:
         server.stop()

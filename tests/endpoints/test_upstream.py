@@ -5,13 +5,13 @@ base model and loads each promoted version on the upstream, whose answers then c
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from aphrodite.endpoints.cli_args import parse_args
 from aphrodite.endpoints.openai.api_server import build_app
+from tests.polling import until
 from tests.server_process import RemoteServer
 
 LOCAL = ("127.0.0.1", 50000)
@@ -26,12 +26,6 @@ def upstream(tiny_model_dir):
         yield s
 
 
-def until(what: str, check, deadline_s: float):
-    end = time.monotonic() + deadline_s
-    while not (value := check()):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def test_the_front_forwards_captures_learns_and_pushes_versions(upstream, tiny_model_dir, tmp_path):
